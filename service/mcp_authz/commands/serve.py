@@ -1,0 +1,78 @@
+"""``mcp-authz serve``: run the decision service until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from ..activation import BundleWatcher, PolicyStore
+from ..config import load_config
+from ..decisions import DecisionPath
+from ..errors import BundleError
+from ..identity import build_verifiers
+from ..server import create_server
+
+log = logging.getLogger("mcp_authz.serve")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="run the decision service")
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--bundle", help="policy bundle (directory or .tar.gz); overrides "
+                        "policy.bundle")
+    parser.add_argument("--listen", help="HOST:PORT; overrides server.listen")
+    parser.add_argument("--log-level", default="INFO")
+    parser.set_defaults(run=run)
+
+
+def isolate_engine_stdout() -> None:
+    """The engine's C++ side prints compile errors to file descriptor 1. Point fd 1 at stderr
+    and keep Python's ``sys.stdout`` on the original stdout, so stdout carries only what this
+    service writes there (the decision log)."""
+    sys.stdout.flush()
+    original = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(original, "w", buffering=1, encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    isolate_engine_stdout()
+    bundle = config.path(args.bundle or config.policy.bundle)
+    verifier, approvals = build_verifiers(config)
+    store = PolicyStore(config.policy.entrypoint)
+    try:
+        store.activate_path(bundle)
+    except BundleError:
+        log.error("no policy is active; decisions answer UNAVAILABLE until a bundle loads")
+    watcher = None
+    if config.policy.watch and os.path.exists(bundle):
+        watcher = BundleWatcher(store, bundle, config.policy.watch_interval_seconds)
+        watcher.start()
+    path = DecisionPath(store, verifier, approvals, config.limits)
+    server, port, reporter = create_server(config, path, store, args.listen)
+    host = (args.listen or config.server.listen).rpartition(":")[0]
+    log.info("mcp-authz listening on %s:%d (policy revision %r)", host, port,
+             store.status().active_revision)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d: draining for up to %.1fs", signum, config.server.grace_seconds)
+        reporter.shutting_down()
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stopping.wait()
+    server.stop(config.server.grace_seconds).wait()
+    if watcher:
+        watcher.stop()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,266 @@
+"""One typed configuration, read from a YAML file plus environment overrides, validated at start.
+
+Every problem is collected and reported with its YAML path (``identity.issuers[0].jwks_url: ...``)
+before anything starts. The result is a tree of frozen dataclasses: nothing changes it later.
+
+Environment overrides: ``MCP_AUTHZ__SECTION__KEY=value`` sets ``section.key`` (the value is read
+as a YAML scalar), e.g. ``MCP_AUTHZ__SERVER__LISTEN=0.0.0.0:50051``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+ENV_PREFIX = "MCP_AUTHZ__"
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The gRPC listener."""
+
+    listen: str = "127.0.0.1:50051"
+    max_workers: int = 16
+    max_concurrent_requests: int = 256
+    max_message_bytes: int = 4 * 1024 * 1024
+    grace_seconds: float = 10.0
+    reflection: bool = True
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Where the bundle comes from and which rule decides."""
+
+    bundle: str = "policies"
+    entrypoint: str = "mcp/authz/decision"
+    watch: bool = True
+    watch_interval_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class ClaimsConfig:
+    """Which token claims hold what. ``roles`` may be a list or an object keyed by tenant."""
+
+    tenant: str = "tenant"
+    roles: str = "roles"
+    groups: str = "groups"
+    client_id: str = "azp"
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    issuer: str = ""
+    jwks_file: str = ""
+    jwks_url: str = ""
+    jwks_ca_file: str = ""
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    leeway_seconds: int = 30
+    max_lifetime_seconds: int = 3600
+    jwks_cache_seconds: int = 300
+    jwks_max_stale_seconds: int = 86400
+    jwks_min_refresh_seconds: float = 10.0
+    claims: ClaimsConfig = field(default_factory=ClaimsConfig)
+
+
+@dataclass(frozen=True)
+class ApprovalConfig:
+    """The approval service's key: approval tokens are verified against it and nothing else."""
+
+    issuer: str = ""
+    jwks_file: str = ""
+    jwks_url: str = ""
+    jwks_ca_file: str = ""
+    algorithms: tuple[str, ...] = ("ES256", "RS256")
+    leeway_seconds: int = 10
+    max_lifetime_seconds: int = 900
+    jwks_cache_seconds: int = 300
+    jwks_max_stale_seconds: int = 86400
+    jwks_min_refresh_seconds: float = 10.0
+    roles_claim: str = "roles"
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    issuers: tuple[IssuerConfig, ...] = ()
+    approval: ApprovalConfig | None = None
+    max_token_bytes: int = 16384
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on what one request may carry; each is reported by name when hit."""
+
+    max_depth: int = 32
+    max_keys: int = 10000
+    max_string_bytes: int = 65536
+    max_arguments_bytes: int = 1024 * 1024
+    max_batch: int = 128
+    max_tools: int = 2000
+    max_approval_tokens: int = 8
+
+
+@dataclass(frozen=True)
+class DevelopmentConfig:
+    """Set only by ``mcp-authz dev-init``: keys that mint development tokens.
+
+    Never in production."""
+
+    signing_key: str = ""
+    key_id: str = ""
+    issuer: str = ""
+    approval_signing_key: str = ""
+    approval_key_id: str = ""
+    audience: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    development: DevelopmentConfig | None = None
+    base_dir: str = "."
+
+    def path(self, value: str) -> str:
+        """A path from the config, relative to the config file's directory."""
+        if not value or value.startswith(("http://", "https://")):
+            return value
+        return str((Path(self.base_dir) / value).resolve()) if not os.path.isabs(value) else value
+
+
+def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment, and validate.
+
+    Raises ConfigError listing every problem."""
+    raw: dict[str, Any] = {}
+    base_dir = "."
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+            raise ConfigError([f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+        if not isinstance(raw, dict):
+            raise ConfigError([f"{path}: the top level must be a mapping"])
+        base_dir = str(Path(path).resolve().parent)
+    _apply_env(raw, os.environ if environ is None else environ)
+    problems: list[str] = []
+    config = _build(Config, {**raw, "base_dir": base_dir}, "", problems)
+    problems.extend(_cross_checks(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            if keys:
+                node[keys[-1]] = yaml.safe_load(value) if value else ""
+
+
+def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from ``raw``, appending problems named by YAML path."""
+    if not isinstance(raw, dict):
+        problems.append(f"{where or '<top>'}: expected a mapping")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            problems.append(f"{_join(where, str(key))}: unknown option")
+    values = {}
+    for name in names:
+        if name in raw:
+            values[name] = _convert(hints[name], raw[name], _join(where, name), problems)
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        problems.append(f"{where or '<top>'}: {exc}")
+        return cls()
+
+
+def _convert(hint: Any, value: Any, where: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _convert(inner[0], value, where, problems)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            problems.append(f"{where}: expected a list")
+            return ()
+        return tuple(_convert(item, v, f"{where}[{i}]", problems) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, problems)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        problems.append(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
+        return None
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _cross_checks(config: Config) -> list[str]:
+    problems = []
+    host, _, port = config.server.listen.rpartition(":")
+    if not host or not port.isdigit():
+        problems.append(f"server.listen: expected HOST:PORT, got {config.server.listen!r}")
+    for name in ("max_workers", "max_concurrent_requests", "max_message_bytes"):
+        if getattr(config.server, name) is not None and getattr(config.server, name) < 1:
+            problems.append(f"server.{name}: must be at least 1")
+    for f in dataclasses.fields(LimitsConfig):
+        if (getattr(config.limits, f.name) or 0) < 1:
+            problems.append(f"limits.{f.name}: must be at least 1")
+    if not config.identity.issuers:
+        problems.append("identity.issuers: at least one issuer is required")
+    for i, issuer in enumerate(config.identity.issuers):
+        problems.extend(_key_source_checks(f"identity.issuers[{i}]", issuer))
+    if config.identity.approval is not None:
+        problems.extend(_key_source_checks("identity.approval", config.identity.approval))
+    return problems
+
+
+def _key_source_checks(where: str, source: IssuerConfig | ApprovalConfig) -> list[str]:
+    problems = []
+    if not source.issuer:
+        problems.append(f"{where}.issuer: required")
+    if bool(source.jwks_file) == bool(source.jwks_url):
+        problems.append(f"{where}: set exactly one of jwks_file and jwks_url")
+    for j, alg in enumerate(source.algorithms or ()):
+        if alg not in ASYMMETRIC_ALGORITHMS:
+            problems.append(f"{where}.algorithms[{j}]: {alg!r} is not allowed; use one of "
+                            + ", ".join(sorted(ASYMMETRIC_ALGORITHMS)))
+    if source.max_lifetime_seconds is not None and source.max_lifetime_seconds < 1:
+        problems.append(f"{where}.max_lifetime_seconds: must be at least 1")
+    return problems

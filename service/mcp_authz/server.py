@@ -1,0 +1,173 @@
+"""The gRPC server: DecisionService, health and reflection, built by a factory.
+
+``create_server`` builds and starts a server and returns it with its bound port, apart from the
+process concerns of ``serve`` (signals, logging setup) in the CLI. The servicer only translates
+(``protocol.py``) and maps errors to statuses in one place (``_guard``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import protocol
+from ._pb.mcp.authz.v1 import authz_pb2 as pb
+from .activation import PolicyStatus, PolicyStore
+from .config import Config
+from .decisions import DecisionPath
+from .errors import LimitExceeded, MCPAuthzError, RequestError, grpc_status_for
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+T = TypeVar("T")
+
+
+class _Malformed:
+    """A request body protobuf could not parse (e.g. nested past protobuf's recursion limit)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _lenient(parse: Callable[[bytes], T]) -> Callable[[bytes], T | _Malformed]:
+    def deserialize(data: bytes) -> T | _Malformed:
+        try:
+            return parse(data)
+        except (DecodeError, RecursionError) as exc:
+            return _Malformed(exc)
+    return deserialize
+
+
+def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Map the error tree to gRPC statuses, in one place; never leak a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: DecisionServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"request: cannot parse message ({request.error})")
+        try:
+            return method(self, request, context)
+        except MCPAuthzError as exc:
+            context.abort(grpc_status_for(exc), str(exc))
+        except Exception:
+            log.exception("internal error in %s", method.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    return wrapper
+
+
+class DecisionServicer:
+    def __init__(self, path: DecisionPath, store: PolicyStore, config: Config):
+        self._path = path
+        self._store = store
+        self._limits = config.limits
+
+    @_guard
+    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.Decision:
+        decision = self._path.decide(protocol.request_from_proto(request, self._limits))
+        return protocol.decision_to_proto(decision)
+
+    @_guard
+    def DecideBatch(self, request: pb.DecideBatchRequest,
+                    context: grpc.ServicerContext) -> pb.DecideBatchResponse:
+        if len(request.requests) > self._limits.max_batch:
+            raise LimitExceeded("requests", "max_batch", self._limits.max_batch)
+        decisions = []
+        for i, item in enumerate(request.requests):
+            try:
+                decision = self._path.decide(protocol.request_from_proto(item, self._limits))
+            except RequestError as exc:
+                raise RequestError(f"requests[{i}].{exc.field}",
+                                   str(exc).partition(": ")[2]) from exc
+            decisions.append(protocol.decision_to_proto(decision))
+        return pb.DecideBatchResponse(decisions=decisions)
+
+    @_guard
+    def FilterTools(self, request: pb.FilterToolsRequest,
+                    context: grpc.ServicerContext) -> pb.FilterToolsResponse:
+        base = protocol.filter_request_from_proto(request, self._limits)
+        tools = [(t.name, protocol.annotations_to_dict(t.annotations)) for t in request.tools]
+        visibility, revision = self._path.filter_tools(base, tools)
+        return protocol.filter_response_to_proto(visibility, revision)
+
+    @_guard
+    def GetPolicyStatus(self, request: pb.GetPolicyStatusRequest,
+                        context: grpc.ServicerContext) -> pb.PolicyStatus:
+        return protocol.status_to_proto(self._store.status())
+
+
+def _handlers(servicer: DecisionServicer) -> grpc.GenericRpcHandler:
+    methods = {
+        "Decide": (pb.DecideRequest, pb.Decision),
+        "DecideBatch": (pb.DecideBatchRequest, pb.DecideBatchResponse),
+        "FilterTools": (pb.FilterToolsRequest, pb.FilterToolsResponse),
+        "GetPolicyStatus": (pb.GetPolicyStatusRequest, pb.PolicyStatus),
+    }
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name),
+            request_deserializer=_lenient(request_type.FromString),
+            response_serializer=response_type.SerializeToString)
+        for name, (request_type, response_type) in methods.items()
+    }
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+class HealthReporter:
+    """Keeps the gRPC health service in step with the policy store: SERVING only while a policy
+    is active, NOT_SERVING from the moment shutdown begins."""
+
+    def __init__(self, servicer: health.HealthServicer, store: PolicyStore):
+        self._servicer = servicer
+        self._store = store
+        self._stopping = False
+        store.on_change(self._changed)
+        self._changed(store.status(), store.active() is not None)
+
+    def _changed(self, status: PolicyStatus, activated: bool) -> None:
+        serving = self._store.active() is not None and not self._stopping
+        state = (health_pb2.HealthCheckResponse.SERVING if serving
+                 else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            self._servicer.set(name, state)
+
+    def shutting_down(self) -> None:
+        self._stopping = True
+        self._servicer.enter_graceful_shutdown()
+
+
+def create_server(config: Config, path: DecisionPath, store: PolicyStore,
+                  listen: str | None = None) -> tuple[grpc.Server, int, HealthReporter]:
+    """Build and start the gRPC server; returns it, its bound port and its health reporter."""
+    options = [
+        ("grpc.max_receive_message_length", config.server.max_message_bytes),
+        ("grpc.max_send_message_length", config.server.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.server.max_workers,
+                                   thread_name_prefix="decide"),
+        options=options, maximum_concurrent_rpcs=config.server.max_concurrent_requests)
+    server.add_generic_rpc_handlers((_handlers(DecisionServicer(path, store, config)),))
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reporter = HealthReporter(health_servicer, store)
+    if config.server.reflection:
+        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+    address = listen or config.server.listen
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise MCPAuthzError(f"server.listen: cannot bind {address}")
+    server.start()
+    return server, port, reporter

@@ -1,0 +1,166 @@
+"""Real parts for tests: keys, a JWKS over HTTP on loopback, a gRPC service on an ephemeral port."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+from mcp_authz import devkeys
+from mcp_authz._pb.mcp.authz.v1 import authz_pb2 as pb
+from mcp_authz._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
+from mcp_authz.activation import PolicyStore
+from mcp_authz.config import Config, load_config
+from mcp_authz.decisions import DecisionPath
+from mcp_authz.identity import build_verifiers
+from mcp_authz.server import create_server
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES = ROOT / "policies"
+ISSUER = "https://issuer.test.local"
+APPROVALS = "https://approvals.test.local"
+RESOURCE = "https://mcp.example.com/files"
+
+
+class JsonServer:
+    """A real HTTP server on 127.0.0.1 serving JSON documents it can change, counting hits."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, Any] = {}
+        self.hits: dict[str, int] = {}
+        self.down = False
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                if outer.down or self.path not in outer.documents:
+                    self.send_response(503 if outer.down else 404)
+                    self.end_headers()
+                    return
+                body = json.dumps(outer.documents[self.path]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class Keys:
+    """A user issuer (RSA) and an approval service (EC) with real keys."""
+
+    user: Any = field(default_factory=devkeys.new_rsa_key)
+    approval: Any = field(default_factory=devkeys.new_ec_key)
+    other: Any = field(default_factory=devkeys.new_rsa_key)  # a key nobody trusts
+
+    def user_jwks(self) -> dict[str, Any]:
+        return {"keys": [devkeys.public_jwk(self.user, "user-1", "RS256")]}
+
+    def approval_jwks(self) -> dict[str, Any]:
+        return {"keys": [devkeys.public_jwk(self.approval, "appr-1", "ES256")]}
+
+    def token(self, sub: str = "alice", tenant: str = "acme", scopes: tuple[str, ...] = (),
+              roles: tuple[str, ...] = (), audience: str = RESOURCE, ttl: int = 600,
+              now: float | None = None, **extra: Any) -> str:
+        claims = devkeys.user_claims(issuer=ISSUER, audience=audience, sub=sub, tenant=tenant,
+                                     scopes=list(scopes), roles=list(roles), ttl=ttl, now=now)
+        claims.update(extra)
+        return devkeys.mint(self.user, "user-1", "RS256", claims)
+
+    def approval_token(self, approver: str, digest: str, roles: tuple[str, ...] = ("approver",),
+                       ttl: int = 120, key: Any = None, kid: str = "appr-1",
+                       alg: str = "ES256") -> str:
+        claims = devkeys.approval_claims(issuer=APPROVALS, approver=approver, digest=digest,
+                                         roles=list(roles), ttl=ttl)
+        return devkeys.mint(key or self.approval, kid, alg, claims)
+
+
+def write_config(directory: Path, jwks_url: str, approval_jwks_url: str,
+                 bundle: Path = POLICIES, **sections: Any) -> Path:
+    document: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0"},
+        "policy": {"bundle": str(bundle), "watch": False},
+        "identity": {
+            "issuers": [{"issuer": ISSUER, "jwks_url": jwks_url, "algorithms": ["RS256", "ES256"],
+                         "max_lifetime_seconds": 3600, "jwks_min_refresh_seconds": 0}],
+            "approval": {"issuer": APPROVALS, "jwks_url": approval_jwks_url,
+                         "algorithms": ["ES256"], "max_lifetime_seconds": 600},
+        },
+    }
+    for name, value in sections.items():
+        document.setdefault(name, {}).update(value)
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@dataclass
+class Service:
+    config: Config
+    store: PolicyStore
+    path: DecisionPath
+    server: grpc.Server
+    port: int
+    channel: grpc.Channel
+    stub: pb_grpc.DecisionServiceStub
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@contextmanager
+def running_service(config_path: Path, activate: bool = True) -> Iterator[Service]:
+    """The real server, in this process, on 127.0.0.1 and an ephemeral port."""
+    config = load_config(str(config_path))
+    verifier, approvals = build_verifiers(config)
+    store = PolicyStore(config.policy.entrypoint)
+    if activate:
+        store.activate_path(config.path(config.policy.bundle))
+    path = DecisionPath(store, verifier, approvals, config.limits)
+    server, port, _ = create_server(config, path, store)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Service(config, store, path, server, port, channel,
+                      pb_grpc.DecisionServiceStub(channel))
+    finally:
+        channel.close()
+        server.stop(0).wait()
+
+
+def decide_request(token: str, tool: str = "", arguments: dict[str, Any] | None = None,
+                   tenant: str = "acme", method: str = "tools/call", resource: str = RESOURCE,
+                   **fields: Any) -> pb.DecideRequest:
+    request = pb.DecideRequest(request_id=f"r-{time.monotonic_ns()}", bearer_token=token,
+                               tenant=tenant, method=method,
+                               server=pb.ServerRef(id="files", resource=resource), **fields)
+    if tool:
+        request.tool.name = tool
+    if arguments:
+        request.tool.arguments.update(arguments)
+    return request
