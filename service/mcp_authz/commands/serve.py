@@ -10,12 +10,8 @@ import sys
 import threading
 from typing import Any
 
-from ..activation import BundleWatcher, PolicyStore
+from ..app import App
 from ..config import load_config
-from ..decisions import DecisionPath
-from ..errors import BundleError
-from ..identity import build_verifiers
-from ..server import create_server
 
 log = logging.getLogger("mcp_authz.serve")
 
@@ -45,34 +41,20 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
     isolate_engine_stdout()
-    bundle = config.path(args.bundle or config.policy.bundle)
-    verifier, approvals = build_verifiers(config)
-    store = PolicyStore(config.policy.entrypoint)
-    try:
-        store.activate_path(bundle)
-    except BundleError:
-        log.error("no policy is active; decisions answer UNAVAILABLE until a bundle loads")
-    watcher = None
-    if config.policy.watch and os.path.exists(bundle):
-        watcher = BundleWatcher(store, bundle, config.policy.watch_interval_seconds)
-        watcher.start()
-    path = DecisionPath(store, verifier, approvals, config.limits)
-    server, port, reporter = create_server(config, path, store, args.listen)
+    app = App(config, bundle=args.bundle, listen=args.listen)
+    app.start()
     host = (args.listen or config.server.listen).rpartition(":")[0]
-    log.info("mcp-authz listening on %s:%d (policy revision %r)", host, port,
-             store.status().active_revision)
+    log.info("mcp-authz listening on %s:%d (policy revision %r)", host, app.grpc.port,
+             app.store.status().active_revision)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d: draining for up to %.1fs", signum, config.server.grace_seconds)
-        reporter.shutting_down()
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     stopping.wait()
-    server.stop(config.server.grace_seconds).wait()
-    if watcher:
-        watcher.stop()
+    app.stop()
     log.info("stopped")
     return 0

@@ -1,0 +1,79 @@
+"""The running service, assembled from the config: one lifecycle for every long-running part.
+
+Each part (the gRPC server, the bundle watcher, and whatever else the config turns on) is a
+``Component`` with ``start()`` and ``stop(grace)``. ``App.start`` starts them in order; ``App.stop``
+first turns health to NOT_SERVING, then stops them in reverse order, so in-flight requests drain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Protocol
+
+import grpc
+
+from .activation import BundleWatcher, PolicyStore
+from .config import Config
+from .decisions import DecisionPath
+from .errors import BundleError
+from .identity import build_verifiers
+from .server import HealthReporter, create_server
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self, grace: float) -> None: ...
+
+
+class GrpcComponent:
+    """The native DecisionService (with health and reflection) on ``server.listen``."""
+
+    def __init__(self, app: App, listen: str | None):
+        self._app = app
+        self._listen = listen
+        self.server: grpc.Server | None = None
+        self.port = 0
+        self.health: HealthReporter | None = None
+
+    def start(self) -> None:
+        self.server, self.port, self.health = create_server(
+            self._app.config, self._app.path, self._app.store, self._listen)
+
+    def stop(self, grace: float) -> None:
+        if self.server is not None:
+            self.server.stop(grace).wait()
+
+
+class App:
+    """Everything ``mcp-authz serve`` runs, built from one validated config."""
+
+    def __init__(self, config: Config, bundle: str | None = None, listen: str | None = None):
+        self.config = config
+        self.bundle = config.path(bundle or config.policy.bundle)
+        verifier, approvals = build_verifiers(config)
+        self.store = PolicyStore(config.policy.entrypoint)
+        self.path = DecisionPath(self.store, verifier, approvals, config.limits)
+        self.grpc = GrpcComponent(self, listen)
+        self.components: list[Component] = [self.grpc]
+        if config.policy.watch and os.path.exists(self.bundle):
+            self.components.append(
+                BundleWatcher(self.store, self.bundle, config.policy.watch_interval_seconds))
+
+    def start(self) -> None:
+        try:
+            self.store.activate_path(self.bundle)
+        except BundleError:
+            log.error("no policy is active; decisions answer UNAVAILABLE until a bundle loads")
+        for component in self.components:
+            component.start()
+
+    def stop(self, grace: float | None = None) -> None:
+        grace = self.config.server.grace_seconds if grace is None else grace
+        if self.grpc.health is not None:
+            self.grpc.health.shutting_down()
+        for component in reversed(self.components):
+            component.stop(grace)
