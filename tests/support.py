@@ -156,8 +156,8 @@ def running_service(config_path: Path, activate: bool = True) -> Iterator[Servic
 def decide_request(token: str, tool: str = "", arguments: dict[str, Any] | None = None,
                    tenant: str = "acme", method: str = "tools/call", resource: str = RESOURCE,
                    **fields: Any) -> pb.DecideRequest:
-    request = pb.DecideRequest(request_id=f"r-{time.monotonic_ns()}", bearer_token=token,
-                               tenant=tenant, method=method,
+    fields.setdefault("request_id", f"r-{time.monotonic_ns()}")
+    request = pb.DecideRequest(bearer_token=token, tenant=tenant, method=method,
                                server=pb.ServerRef(id="files", resource=resource), **fields)
     if tool:
         request.tool.name = tool

@@ -128,6 +128,7 @@ class JwtVerifier:
 
     def __init__(self, issuers: Iterable[tuple[IssuerConfig, KeySet]], max_token_bytes: int):
         self._issuers = {cfg.issuer: _Issuer(cfg, keys) for cfg, keys in issuers}
+        self._algorithms = {alg for i in self._issuers.values() for alg in i.config.algorithms}
         self._max_bytes = max_token_bytes
 
     def verify(self, token: str, audience: str, now: float) -> Subject:
@@ -136,9 +137,13 @@ class JwtVerifier:
         if len(token) > self._max_bytes:
             raise IdentityError("token_invalid", f"token longer than {self._max_bytes} bytes")
         try:
+            header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise IdentityError("token_invalid", "token is not a well-formed JWT") from exc
+        if header.get("alg") not in self._algorithms:
+            raise IdentityError("token_invalid",
+                                f"algorithm {str(header.get('alg'))[:16]!r} is not allowed")
         issuer = self._issuers.get(unverified.get("iss")) if isinstance(
             unverified.get("iss"), str) else None
         if issuer is None:
