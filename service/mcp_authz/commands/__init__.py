@@ -1,5 +1,5 @@
 """The CLI's commands; each module has ``register(subparsers)`` setting ``run``."""
 
-from . import check, dev, evaluate, serve
+from . import check, decide, dev, evaluate, serve
 
-COMMANDS = (serve, dev, check, evaluate)
+COMMANDS = (serve, dev, decide, check, evaluate)

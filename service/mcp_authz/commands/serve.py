@@ -36,6 +36,19 @@ def isolate_engine_stdout() -> None:
     sys.stdout = os.fdopen(original, "w", buffering=1, encoding="utf-8")
 
 
+def first_decision_hint(args: argparse.Namespace, port: int) -> str:
+    """What to type next, shown only for a development config (it has the dev signing key)."""
+    host = (args.listen or "127.0.0.1:0").rpartition(":")[0] or "127.0.0.1"
+    return f"""
+Development mode. In another shell:
+  TOKEN=$(.venv/bin/mcp-authz token --config {args.config} --sub alice --tenant acme \\
+          --scope files:read --role analyst)
+  .venv/bin/mcp-authz decide --target {host}:{port} --token "$TOKEN" --tenant acme \\
+          --resource https://mcp.example.com/files --tool read_file \\
+          --arguments '{{"path": "/srv/mcp/acme/reports/q3.txt"}}'
+"""
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -46,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     host = (args.listen or config.server.listen).rpartition(":")[0]
     log.info("mcp-authz listening on %s:%d (policy revision %r)", host, app.grpc.port,
              app.store.status().active_revision)
+    if config.development is not None:
+        print(first_decision_hint(args, app.grpc.port), file=sys.stderr, flush=True)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
