@@ -21,7 +21,7 @@ import yaml
 
 from . import devkeys
 from .activation import PolicyStore
-from .bundles import load_bundle
+from .bundles import BundleContents, load_bundle
 from .config import ApprovalConfig, IssuerConfig, LimitsConfig
 from .decisions import DecisionPath, DecisionRecord, digest_target
 from .engine import DEFAULT_ENTRYPOINT
@@ -151,19 +151,22 @@ class _Capture:
 class OfflineDecider:
     """The service's decision path over one bundle, with an ephemeral issuer for subjects."""
 
-    def __init__(self, bundle: str, entrypoint: str = DEFAULT_ENTRYPOINT,
+    def __init__(self, bundle: str | BundleContents, entrypoint: str = DEFAULT_ENTRYPOINT,
                  limits: LimitsConfig | None = None):
         self.store = PolicyStore(entrypoint)
-        self.store.activate(load_bundle(bundle))
+        self.store.activate(bundle if isinstance(bundle, BundleContents) else load_bundle(bundle))
         self.issuer = EphemeralIssuer()
         self._capture = _Capture()
+        self._now_ns = 0
         self.path = DecisionPath(self.store, self.issuer.verifier, self.issuer.approvals,
-                                 limits or LimitsConfig(), observers=[self._capture])
+                                 limits or LimitsConfig(), clock=lambda: self._now_ns,
+                                 observers=[self._capture])
 
     def decide(self, request: DecisionRequest, claims: Mapping[str, Any] | None = None,
                approvals: list[Mapping[str, Any]] | None = None,
                now: float | None = None) -> Outcome:
         now = time.time() if now is None else now
+        self._now_ns = int(now * 1e9)  # tokens are minted and verified at the same instant
         if claims is not None:
             token = self.issuer.user_token(claims, request.server_resource, now)
             request = dataclasses.replace(request, bearer_token=token)
