@@ -1,0 +1,166 @@
+"""A local stack of real processes on loopback: the decision service, the example MCP server and
+the gateway. Used by ``make demo``, the MCP benchmark and the end-to-end tests.
+
+Every process is started with a command line a user could type, prints where it listens, and is
+stopped with SIGTERM (then SIGKILL after a grace period). Output goes to log files in the stack's
+directory, so a failing start can be explained.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import yaml
+
+from ._pb.mcp.authz.v1 import authz_pb2 as pb
+from ._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_SERVER = ROOT / "examples" / "mcp_server" / "server.py"
+NPM_PREFIX = ROOT / ".npm-prefix"
+FILESYSTEM_SERVER = (NPM_PREFIX / "node_modules" / "@modelcontextprotocol" / "server-filesystem"
+                     / "dist" / "index.js")
+READY = "listening on "
+
+# FilterTools evaluates the decision entry point with method "tools/list", while the default
+# bundle answers listings in `list_decision` (its `decision` treats tools/list as an unknown
+# method and hides every tool). Until the decision path queries `list_decision`, stacks that
+# want filtered listings run the default bundle with this one-rule entry point added.
+LISTING_ENTRY = """package mcp.devstack
+
+import rego.v1
+
+decision := data.mcp.authz.list_decision if input.method == "tools/list"
+
+decision := data.mcp.authz.decision if input.method != "tools/list"
+"""
+LISTING_ENTRYPOINT = "mcp/devstack/decision"
+
+
+def listing_bundle(source: Path, dest: Path) -> Path:
+    """A copy of bundle ``source`` with the listing entry point (see LISTING_ENTRY)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(source, dest)
+    (dest / "mcp" / "devstack").mkdir(parents=True, exist_ok=True)
+    (dest / "mcp" / "devstack" / "entry.rego").write_text(LISTING_ENTRY)
+    return dest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Process:
+    """One child process; ``url`` is what it printed after ``listening on``, if it does."""
+
+    def __init__(self, name: str, command: Sequence[str], log_dir: Path,
+                 cwd: Path | None = None, wait_for_url: bool = True, timeout: float = 30.0):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log: IO[str] = self.log_path.open("w")
+        self.proc = subprocess.Popen(list(command), cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=self._log, text=True)
+        self.url = ""
+        if wait_for_url:
+            self.url = self._read_url(timeout)
+
+    def _read_url(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith(READY):
+                return line[len(READY):].strip()
+            if not line and self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start; see {self.log_path}:\n"
+                           + self.log_path.read_text()[-3000:])
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+def start_service(config: Path, log_dir: Path, timeout: float = 30.0) -> tuple[Process, str]:
+    """``mcp-authz serve`` on a free port; returns it and its target once a policy is active."""
+    target = f"127.0.0.1:{free_port()}"
+    process = Process("decision-service", [sys.executable, "-m", "mcp_authz.cli", "serve",
+                                           "--config", str(config), "--listen", target],
+                      log_dir, wait_for_url=False)
+    channel = grpc.insecure_channel(target)
+    try:
+        stub = pb_grpc.DecisionServiceStub(channel)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.running():
+            try:
+                if stub.GetPolicyStatus(pb.GetPolicyStatusRequest(), timeout=1).active_revision:
+                    return process, target
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    finally:
+        channel.close()
+    process.stop()
+    raise RuntimeError(f"the decision service did not start; see {process.log_path}:\n"
+                       + process.log_path.read_text()[-3000:])
+
+
+def start_example(root: Path, authz: str, log_dir: Path, tenant: str = "acme",
+                  resource: str = "https://mcp.example.com/files",
+                  issuer: str = "https://dev-issuer.mcp-authz.local") -> Process:
+    return Process("example-server", [
+        sys.executable, str(EXAMPLE_SERVER), "--root", str(root), "--authz", authz,
+        "--tenant", tenant, "--resource", resource, "--issuer", issuer,
+        "--listen", "127.0.0.1:0"], log_dir)
+
+
+def write_gateway_config(path: Path, *, authz: str, resource: str, issuer: str, tenant: str,
+                         upstreams: list[dict[str, Any]], **extra: Any) -> Path:
+    document = {"listen": "127.0.0.1:0", "resource": resource,
+                "authorization_servers": [issuer], "tenant": tenant,
+                "decision_service": {"target": authz, "deadline_seconds": 2.0},
+                "upstreams": upstreams, **extra}
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def start_gateway(config: Path, log_dir: Path, name: str = "gateway") -> Process:
+    return Process(name, [sys.executable, "-m", "mcp_authz.cli", "gateway", "--config",
+                          str(config)], log_dir)
+
+
+def filesystem_upstream(name: str, directory: Path) -> dict[str, Any]:
+    """The npm reference filesystem server (installed by ``make mcp-servers``)."""
+    if not FILESYSTEM_SERVER.exists():
+        raise RuntimeError(f"{FILESYSTEM_SERVER} is missing: run `make mcp-servers`")
+    return {"name": name, "command": ["node", str(FILESYSTEM_SERVER), str(directory)]}
+
+
+def git_upstream(name: str, repository: Path, cwd: Path) -> dict[str, Any]:
+    """The PyPI reference git server, from this environment's scripts."""
+    command = Path(sys.executable).parent / "mcp-server-git"
+    return {"name": name, "command": [str(command), "--repository", str(repository)],
+            "cwd": str(cwd)}
