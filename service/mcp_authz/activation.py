@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .bundles import BundleContents, load_bundle
+from .bundles import MAX_FILE_BYTES, MAX_TOTAL_BYTES, BundleContents, parse_bundle, read_archive, read_files
 from .engine import CompiledPolicy, compile_bundle
 from .errors import BundleError, PolicyError
+from .signing import Verification
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,20 @@ class PolicyStatus:
 
 
 class PolicyStore:
-    """Holds the active compiled policy; ``activate`` is the only way to change it."""
+    """Holds the active compiled policy; ``activate`` is the only way to change it.
 
-    def __init__(self, entrypoint: str, clock: Callable[[], int] = time.time_ns):
+    Bundles from files go read (size-checked) -> signature-verified (when ``verification`` is
+    set) -> parsed -> compiled -> smoke-evaluated -> swapped; a failure at any step leaves the
+    previous revision serving and becomes ``status().last_error``."""
+
+    def __init__(self, entrypoint: str, clock: Callable[[], int] = time.time_ns, *,
+                 verification: Verification | None = None,
+                 max_file_bytes: int = MAX_FILE_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES):
         self._entrypoint = entrypoint
         self._clock = clock
+        self._verification = verification
+        self.max_file_bytes = max_file_bytes
+        self.max_total_bytes = max_total_bytes
         self._lock = threading.Lock()
         self._active: CompiledPolicy | None = None
         self._status = PolicyStatus(entrypoint=entrypoint)
@@ -86,9 +96,33 @@ class PolicyStore:
 
     def activate_path(self, path: str) -> CompiledPolicy:
         try:
-            contents = load_bundle(path)
+            files = read_files(path, max_file_bytes=self.max_file_bytes,
+                               max_total_bytes=self.max_total_bytes)
         except BundleError as exc:
             self._fail(str(exc), path)
+            raise
+        return self.activate_files(files, path)
+
+    def activate_archive(self, data: bytes, source: str) -> CompiledPolicy:
+        """A tarball held in memory (a download): the same checks as ``activate_path``."""
+        try:
+            files = read_archive(data, source, max_file_bytes=self.max_file_bytes,
+                                 max_total_bytes=self.max_total_bytes)
+        except BundleError as exc:
+            self._fail(str(exc), source)
+            raise
+        return self.activate_files(files, source)
+
+    def activate_files(self, files: Mapping[str, bytes], source: str) -> CompiledPolicy:
+        """Verify the signature (before parsing anything), parse, then ``activate``."""
+        try:
+            if self._verification is not None:
+                verified = self._verification.verify(files)
+                log.info("bundle from %s: signature verified (key %r, %s, %d files)", source,
+                         verified.key_id, verified.algorithm, len(verified.files))
+            contents = parse_bundle(files, source=source)
+        except BundleError as exc:
+            self._fail(str(exc), source)
             raise
         return self.activate(contents)
 

@@ -8,17 +8,16 @@ first turns health to NOT_SERVING, then stops them in reverse order, so in-fligh
 from __future__ import annotations
 
 import logging
-import os
 from typing import Protocol
 
 import grpc
 
-from .activation import BundleWatcher, PolicyStore
 from .config import Config
 from .decisions import DecisionPath
-from .errors import BundleError
 from .identity import build_verifiers
 from .server import HealthReporter, create_server
+from .shadow import shadow_from_config
+from .sources import bundle_source, policy_store
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +54,19 @@ class App:
         self.config = config
         self.bundle = config.path(bundle or config.policy.bundle)
         verifier, approvals = build_verifiers(config)
-        self.store = PolicyStore(config.policy.entrypoint)
+        self.store = policy_store(config)
         self.path = DecisionPath(self.store, verifier, approvals, config.limits)
         self.grpc = GrpcComponent(self, listen)
-        self.components: list[Component] = [self.grpc]
-        if config.policy.watch and os.path.exists(self.bundle):
-            self.components.append(
-                BundleWatcher(self.store, self.bundle, config.policy.watch_interval_seconds))
+        # the bundle source activates the first revision when it starts (after the gRPC server,
+        # which answers NOT_SERVING / UNAVAILABLE until then), then watches or polls
+        self.source = bundle_source(self.store, self.bundle, config)
+        self.components: list[Component] = [self.grpc, self.source]
+        self.shadow = shadow_from_config(config)
+        if self.shadow is not None:
+            self.path.add_observer(self.shadow)
+            self.components.append(self.shadow)
 
     def start(self) -> None:
-        try:
-            self.store.activate_path(self.bundle)
-        except BundleError:
-            log.error("no policy is active; decisions answer UNAVAILABLE until a bundle loads")
         for component in self.components:
             component.start()
 

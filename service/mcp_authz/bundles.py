@@ -8,6 +8,7 @@ file it concerns. Nothing here compiles Rego; ``engine.compile_bundle`` does.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import posixpath
@@ -17,7 +18,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -67,13 +68,29 @@ class BundleContents:
 
 def read_files(path: str | os.PathLike[str], *, max_file_bytes: int = MAX_FILE_BYTES,
                max_total_bytes: int = MAX_TOTAL_BYTES) -> dict[str, bytes]:
-    """Every file of a bundle directory or tarball, by bundle-relative path."""
+    """Every file of a bundle directory or tarball, by bundle-relative path.
+
+    All regular files are read (within the limits), not only policy and data: a signature
+    covers every file, as in OPA. Only ``parse_bundle`` decides which files mean something.
+    A directory's hidden files and directories are skipped, except the manifest and signatures.
+    """
     source = Path(path)
     if source.is_dir():
         return _read_directory(source, max_file_bytes, max_total_bytes)
     if source.is_file():
-        return _read_tarball(source, max_file_bytes, max_total_bytes)
+        try:
+            with source.open("rb") as handle:
+                return _read_tarball(handle, source.name, max_file_bytes, max_total_bytes)
+        except OSError as exc:
+            raise BundleError(f"{source.name}: cannot read: {exc.strerror}") from exc
     raise BundleError(f"{path}: no such bundle directory or file")
+
+
+def read_archive(data: bytes, name: str = "bundle.tar.gz", *,
+                 max_file_bytes: int = MAX_FILE_BYTES,
+                 max_total_bytes: int = MAX_TOTAL_BYTES) -> dict[str, bytes]:
+    """Every file of a tarball held in memory (a downloaded bundle), with the same checks."""
+    return _read_tarball(io.BytesIO(data), name, max_file_bytes, max_total_bytes)
 
 
 def _read_directory(root: Path, max_file: int, max_total: int) -> dict[str, bytes]:
@@ -86,7 +103,7 @@ def _read_directory(root: Path, max_file: int, max_total: int) -> dict[str, byte
             rel = full.relative_to(root).as_posix()
             if full.is_symlink():
                 raise BundleError(f"{rel}: symbolic links are not allowed in a bundle")
-            if not _is_bundle_file(rel):
+            if name.startswith(".") and rel not in (".manifest", ".signatures.json"):
                 continue
             size = full.stat().st_size
             total += size
@@ -95,11 +112,12 @@ def _read_directory(root: Path, max_file: int, max_total: int) -> dict[str, byte
     return files
 
 
-def _read_tarball(path: Path, max_file: int, max_total: int) -> dict[str, bytes]:
+def _read_tarball(handle: IO[bytes], label: str, max_file: int,
+                  max_total: int) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     total = 0
     try:
-        with tarfile.open(path, mode="r:*") as archive:
+        with tarfile.open(fileobj=handle, mode="r:*") as archive:
             for member in archive:
                 name = member.name
                 if member.isdir():
@@ -108,35 +126,36 @@ def _read_tarball(path: Path, max_file: int, max_total: int) -> dict[str, bytes]
                     raise BundleError(f"{name}: only regular files are allowed in a bundle "
                                       "(no links or devices)")
                 rel = _safe_member_name(name)
-                if not _is_bundle_file(rel):
-                    continue
                 total += member.size
                 _check_sizes(rel, member.size, total, len(files), max_file, max_total)
-                handle = archive.extractfile(member)
-                data = handle.read(max_file + 1) if handle else b""
+                entry = archive.extractfile(member)
+                data = entry.read(max_file + 1) if entry else b""
                 if len(data) != member.size:
                     raise BundleError(f"{rel}: truncated or oversized entry")
                 if rel in files:
                     raise BundleError(f"{rel}: appears twice in the archive")
                 files[rel] = data
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise BundleError(f"{path.name}: not a readable tar.gz bundle: {exc}") from exc
+        raise BundleError(f"{label}: not a readable tar.gz bundle: {exc}") from exc
     return files
 
 
 def _safe_member_name(name: str) -> str:
-    if name.startswith("/") or "\\" in name or "\x00" in name:
+    """A member name as a bundle-relative path; refuses anything that could point elsewhere.
+
+    One leading ``/`` is OPA's own convention (``opa build`` writes ``/data.json``): it means the
+    bundle root, and the file is only ever read into memory. ``//``, ``..`` components, drive
+    letters, backslashes and NUL are refused."""
+    if (name.startswith("//") or "\\" in name or "\x00" in name or re.match(r"^/?[A-Za-z]:", name)
+            or not name.strip("/")):
         raise BundleError(f"{name}: absolute or malformed path in archive")
+    if "/../" in f"/{name}/":
+        raise BundleError(f"{name}: path escapes the bundle")
+    name = name[1:] if name.startswith("/") else name
     normal = posixpath.normpath(name)
     if normal.startswith("../") or normal == ".." or "/../" in f"/{name}/":
         raise BundleError(f"{name}: path escapes the bundle")
     return normal[2:] if normal.startswith("./") else normal
-
-
-def _is_bundle_file(rel: str) -> bool:
-    base = posixpath.basename(rel)
-    return (rel in (".manifest", ".signatures.json") or base.endswith(".rego")
-            or base in DATA_FILES)
 
 
 def _check_sizes(rel: str, size: int, total: int, count: int, max_file: int,

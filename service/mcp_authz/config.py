@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from .errors import ConfigError
+from .signing import HMAC_ALGORITHMS, SIGNING_ALGORITHMS
 
 ENV_PREFIX = "MCP_AUTHZ__"
 ASYMMETRIC_ALGORITHMS = frozenset(
@@ -40,13 +42,52 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class SigningConfig:
+    """The key bundles must be signed with (OPA's .signatures.json). When this section is set,
+    an unsigned or badly signed bundle is refused. ``algorithm`` defaults to the key's own
+    (RS256 for RSA, ES256 for P-256, HS256 for a secret)."""
+
+    public_key_file: str = ""
+    secret_file: str = ""
+    key_id: str = ""
+    algorithm: str = ""
+    scope: str = ""
+
+
+@dataclass(frozen=True)
+class ShadowConfig:
+    """A candidate bundle (path or URL) evaluated on the same live requests; its answers are
+    compared with the live ones and never returned (shadow.py)."""
+
+    bundle: str = ""
+    queue_size: int = 1000
+    recent_disagreements: int = 100
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
-    """Where the bundle comes from and which rule decides."""
+    """Where the bundle comes from and which rule decides.
+
+    ``bundle`` is a directory or tarball (watched when ``watch``) or an http(s) URL (polled every
+    ``poll_interval_seconds`` with ETag, jitter and exponential backoff up to
+    ``backoff_max_seconds``; the last activated bundle is kept in ``persist_dir``)."""
 
     bundle: str = "policies"
     entrypoint: str = "mcp/authz/decision"
     watch: bool = True
     watch_interval_seconds: float = 2.0
+    poll_interval_seconds: float = 30.0
+    poll_jitter: float = 0.1
+    backoff_max_seconds: float = 300.0
+    timeout_seconds: float = 10.0
+    bearer_token_file: str = ""
+    bearer_token_env: str = ""
+    ca_file: str = ""
+    persist_dir: str = ""
+    max_file_bytes: int = 64 * 1024 * 1024
+    max_total_bytes: int = 256 * 1024 * 1024
+    signing: SigningConfig | None = None
+    shadow: ShadowConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +289,7 @@ def _cross_checks(config: Config) -> list[str]:
         problems.extend(_key_source_checks(f"identity.issuers[{i}]", issuer))
     if config.identity.approval is not None:
         problems.extend(_key_source_checks("identity.approval", config.identity.approval))
+    problems.extend(_policy_checks(config.policy))
     return problems
 
 
@@ -264,3 +306,60 @@ def _key_source_checks(where: str, source: IssuerConfig | ApprovalConfig) -> lis
     if source.max_lifetime_seconds is not None and source.max_lifetime_seconds < 1:
         problems.append(f"{where}.max_lifetime_seconds: must be at least 1")
     return problems
+
+
+def _policy_checks(policy: PolicyConfig) -> list[str]:
+    """Bundle source, limits, signing key and shadow options (sources.py, signing.py)."""
+    problems = _source_checks(policy)
+    if policy.signing is not None:
+        problems.extend(_signing_checks(policy.signing))
+    if policy.shadow is not None:
+        if not policy.shadow.bundle:
+            problems.append("policy.shadow.bundle: required (a path or URL)")
+        for name in ("queue_size", "recent_disagreements"):
+            if (getattr(policy.shadow, name) or 0) < 1:
+                problems.append(f"policy.shadow.{name}: must be at least 1")
+    return problems
+
+
+def _source_checks(policy: PolicyConfig) -> list[str]:
+    problems = []
+    for sub, value in (("bundle", policy.bundle), ("shadow.bundle",
+                                                   policy.shadow.bundle if policy.shadow else "")):
+        if value and "://" in value:
+            problems.extend(f"policy.{sub}: {p}" for p in check_bundle_url(value))
+    for name in ("poll_interval_seconds", "timeout_seconds", "watch_interval_seconds",
+                 "max_file_bytes", "max_total_bytes"):
+        if (getattr(policy, name) or 0) <= 0:
+            problems.append(f"policy.{name}: must be greater than 0")
+    if not 0 <= (policy.poll_jitter or 0) < 1:
+        problems.append("policy.poll_jitter: must be in [0, 1) (a fraction of the interval)")
+    if (policy.backoff_max_seconds or 0) < (policy.poll_interval_seconds or 0):
+        problems.append("policy.backoff_max_seconds: must be at least poll_interval_seconds")
+    if policy.bearer_token_file and policy.bearer_token_env:
+        problems.append("policy: set at most one of bearer_token_file and bearer_token_env")
+    return problems
+
+
+def _signing_checks(signing: SigningConfig) -> list[str]:
+    problems = []
+    if bool(signing.public_key_file) == bool(signing.secret_file):
+        problems.append("policy.signing: set exactly one of public_key_file and secret_file")
+    if signing.algorithm and signing.algorithm not in SIGNING_ALGORITHMS:
+        problems.append(f"policy.signing.algorithm: {signing.algorithm!r} is not one of "
+                        + ", ".join(SIGNING_ALGORITHMS))
+    elif signing.algorithm and (signing.algorithm in HMAC_ALGORITHMS) != bool(signing.secret_file):
+        problems.append(f"policy.signing.algorithm: {signing.algorithm} does not go with "
+                        + ("secret_file" if signing.secret_file else "public_key_file"))
+    return problems
+
+
+def check_bundle_url(url: str) -> list[str]:
+    """Problems with a bundle URL: http(s) only, and plain http only on loopback (a bearer
+    token or an unsigned bundle must not cross a network in the clear)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [f"{url!r} is not an http(s) URL"]
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return [f"{url!r}: https is required (http only on loopback)"]
+    return []

@@ -1,5 +1,5 @@
 """The CLI's commands; each module has ``register(subparsers)`` setting ``run``."""
 
-from . import check, decide, dev, evaluate, serve
+from . import bundle, check, decide, dev, evaluate, serve
 
-COMMANDS = (serve, dev, decide, check, evaluate)
+COMMANDS = (serve, dev, decide, check, evaluate, bundle)
