@@ -12,6 +12,7 @@ from typing import Protocol
 
 import grpc
 
+from .adapters.components import adapter_components
 from .config import Config
 from .decisions import DecisionPath
 from .identity import build_verifiers
@@ -65,6 +66,8 @@ class App:
         if self.shadow is not None:
             self.path.add_observer(self.shadow)
             self.components.append(self.shadow)
+        # gateway protocols (ext_authz, ExtMcp, AuthZEN): after the native server and the bundle
+        self.components.extend(adapter_components(self))
 
     def start(self) -> None:
         for component in self.components:

@@ -166,6 +166,134 @@ class DevelopmentConfig:
     audience: str = ""
 
 
+MCP_PASSTHROUGH_METHODS = (
+    "initialize", "notifications/*", "ping", "tools/list", "prompts/list", "resources/list",
+    "resources/templates/list", "completion/complete", "logging/setLevel",
+)
+
+
+@dataclass(frozen=True)
+class ExtAuthzConfig:
+    """Envoy ext_authz v3 (adapters/ext_authz.py). ``listen`` empty: on the native gRPC server.
+
+    Tenant, server resource and server id come from the route's context extensions (``tenant``,
+    ``server_resource``, ``server_id``), then from the named headers (which the gateway must set,
+    never pass through from clients), then from the static values here."""
+
+    enabled: bool = False
+    listen: str = ""
+    tenant: str = ""
+    server_id: str = ""
+    server_resource: str = ""
+    tenant_header: str = ""
+    server_resource_header: str = ""
+    approval_header: str = "mcp-approval-token"
+    resource_metadata_url: str = ""
+    max_body_bytes: int = 1024 * 1024
+    passthrough_methods: tuple[str, ...] = MCP_PASSTHROUGH_METHODS
+
+
+@dataclass(frozen=True)
+class ExtMcpConfig:
+    """agentgateway ExtMcp (adapters/ext_mcp.py). ``listen`` empty: on the native gRPC server.
+
+    The ``*_key`` options name ``metadata_context`` fields (the gateway's CEL ``metadata``);
+    the token falls back to the forwarded ``token_header``. CheckResponse finds the request's
+    obligations by ``correlation_key`` in a bounded cache (docs/gateways.md)."""
+
+    enabled: bool = False
+    listen: str = ""
+    token_key: str = "authorization"
+    token_header: str = "authorization"
+    tenant_key: str = "tenant"
+    server_resource_key: str = "server_resource"
+    approval_key: str = "approval_tokens"
+    correlation_key: str = "request_id"
+    tenant: str = ""
+    server_resource: str = ""
+    decision_cache_size: int = 10000
+    decision_ttl_seconds: float = 300.0
+    passthrough_methods: tuple[str, ...] = MCP_PASSTHROUGH_METHODS
+
+
+AUTHZEN_SUBJECT_MODES = ("token", "trusted_id")
+
+
+@dataclass(frozen=True)
+class AuthzenConfig:
+    """AuthZEN Authorization API 1.0 over HTTP (adapters/authzen.py).
+
+    PEPs authenticate with a bearer secret whose SHA-256 (hex) is listed in
+    ``pep_token_sha256``. ``subject_mode: token`` takes the subject from the end user's token
+    (``subject.properties.token``) and decides on the service's bundle; ``trusted_id`` takes
+    ``subject.id`` from the authenticated PEP as-is and decides on ``bundle`` only, which is
+    then required (docs/gateways.md)."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:8181"
+    public_url: str = ""
+    pep_token_sha256: tuple[str, ...] = ()
+    max_body_bytes: int = 1024 * 1024
+    subject_mode: str = "token"
+    bundle: str = ""
+    entrypoint: str = ""
+    tenant: str = ""
+    server_id: str = ""
+    server_resource: str = ""
+
+
+@dataclass(frozen=True)
+class AdaptersConfig:
+    """The gateway protocols, each off unless enabled."""
+
+    ext_authz: ExtAuthzConfig = field(default_factory=ExtAuthzConfig)
+    ext_mcp: ExtMcpConfig = field(default_factory=ExtMcpConfig)
+    authzen: AuthzenConfig = field(default_factory=AuthzenConfig)
+
+
+def _listen_problem(where: str, value: str) -> list[str]:
+    host, _, port = value.rpartition(":")
+    return [] if host and port.isdigit() else [f"{where}: expected HOST:PORT, got {value!r}"]
+
+
+def _adapter_checks(adapters: AdaptersConfig) -> list[str]:
+    """Each enabled adapter must know where to listen and how to reach a decision."""
+    problems: list[str] = []
+    for name in ("ext_authz", "ext_mcp"):
+        section = getattr(adapters, name)
+        if section.enabled and section.listen:
+            problems.extend(_listen_problem(f"adapters.{name}.listen", section.listen))
+    ext_mcp = adapters.ext_mcp
+    if ext_mcp.enabled and (ext_mcp.decision_cache_size or 0) < 1:
+        problems.append("adapters.ext_mcp.decision_cache_size: must be at least 1")
+    if ext_mcp.enabled and (ext_mcp.decision_ttl_seconds or 0) <= 0:
+        problems.append("adapters.ext_mcp.decision_ttl_seconds: must be positive")
+    if adapters.authzen.enabled:
+        problems.extend(_authzen_checks(adapters.authzen))
+    return problems
+
+
+def _authzen_checks(authzen: AuthzenConfig) -> list[str]:
+    problems = _listen_problem("adapters.authzen.listen", authzen.listen)
+    if authzen.subject_mode not in AUTHZEN_SUBJECT_MODES:
+        problems.append(f"adapters.authzen.subject_mode: must be one of "
+                        f"{', '.join(AUTHZEN_SUBJECT_MODES)}, got {authzen.subject_mode!r}")
+    if authzen.subject_mode == "trusted_id" and not authzen.bundle:
+        problems.append("adapters.authzen.bundle: required with subject_mode: trusted_id (the "
+                        "subject ids a PEP asserts are trusted for that bundle only)")
+    if not authzen.pep_token_sha256:
+        problems.append("adapters.authzen.pep_token_sha256: at least one PEP secret hash is "
+                        "required (PEPs must authenticate)")
+    for i, digest in enumerate(authzen.pep_token_sha256 or ()):
+        if not (isinstance(digest, str) and len(digest) == 64
+                and all(c in "0123456789abcdef" for c in digest.lower())):
+            problems.append(f"adapters.authzen.pep_token_sha256[{i}]: expected 64 hex digits "
+                            "(sha256 of the PEP's bearer secret)")
+    if (authzen.max_body_bytes or 0) < 1:
+        problems.append("adapters.authzen.max_body_bytes: must be at least 1")
+    return problems
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -173,6 +301,7 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     development: DevelopmentConfig | None = None
+    adapters: AdaptersConfig = field(default_factory=AdaptersConfig)
     base_dir: str = "."
 
     def path(self, value: str) -> str:
@@ -290,6 +419,7 @@ def _cross_checks(config: Config) -> list[str]:
     if config.identity.approval is not None:
         problems.extend(_key_source_checks("identity.approval", config.identity.approval))
     problems.extend(_policy_checks(config.policy))
+    problems.extend(_adapter_checks(config.adapters))
     return problems
 
 
