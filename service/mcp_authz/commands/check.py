@@ -17,7 +17,7 @@ from ..bundles import load_bundle
 from ..engine import DEFAULT_ENTRYPOINT, is_builtin
 from ..errors import BundleError
 from ..policytest.lint import ERROR, WARNING, lint
-from ..policytest.runner import check_compiles
+from ..policytest.runner import check_compiles, split_location
 
 EXIT_OK, EXIT_WARNINGS, EXIT_ERRORS = 0, 1, 2
 
@@ -42,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
         compiled = True
     except BundleError as exc:
         compiled = False
-        problems = [_compile_error(prefix, line, contents.modules)
-                    for line in str(exc).splitlines()] + problems
+        errors = [split_location(line, contents.modules, prefix) for line in str(exc).splitlines()]
+        problems = [f"{where}: error: {message}" if where else f"error: {message}"
+                    for where, message in errors] + problems
     for problem in problems:
         print(problem)
     errors = sum(f.severity == ERROR for f in findings) + (0 if compiled else 1)
@@ -59,11 +60,3 @@ def run(args: argparse.Namespace) -> int:
 def _shown(prefix: str, module: str) -> str:
     return os.path.normpath(os.path.join(prefix, module)) if prefix else module
 
-
-def _compile_error(prefix: str, line: str, modules: Any) -> str:
-    """A ``module:line:col: message`` line from the engine, with the path users see."""
-    module, sep, rest = line.partition(":")
-    if sep and module in modules:
-        position, _, message = rest.partition(": ")
-        return f"{_shown(prefix, module)}:{position}: error: {message}"
-    return f"error: {line}"

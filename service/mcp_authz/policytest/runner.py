@@ -7,10 +7,11 @@ compile, a fixture with an unknown field) is found before any test runs and rais
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +21,12 @@ from ..errors import BundleError
 from ..evaluation import OfflineDecider
 from .fixtures import FIXTURE_SUFFIXES, Case, is_fixture_file, load_fixture_file, run_case
 from .results import FixtureError, Result
-from .units import CRASH_HINT, UnitRunner, UnitTest, discover, run_worker
+from .units import CRASH_HINT, UnitRunner, UnitTest, discover, isolate, run_worker
 
 _TARBALL_SUFFIXES = (".tar.gz", ".tgz")
+_PROBE_MODULE = "<mcp-authz compile probe>.rego"
+_PROBE_SOURCE = "package mcp_authz_compile_probe\n\nok := true\n"
+_PROBE_ENTRYPOINT = "mcp_authz_compile_probe/ok"
 
 
 @dataclass
@@ -33,6 +37,9 @@ class Target:
     contents: BundleContents
     tests: list[UnitTest] = field(default_factory=list)
     cases: list[Case] = field(default_factory=list)
+    #: The bundle with its test rules blanked: what fixtures run on. Test rules never decide,
+    #: and one that crashes regopy must cost that test (units.py), not every fixture.
+    runnable: BundleContents | None = None
 
     def display(self, module: str) -> str:
         return os.path.normpath(os.path.join(self.path, module))
@@ -72,8 +79,10 @@ def collect(paths: Sequence[str], options: Options, bundle: str | None = None) -
         if options.run is not None:
             target.tests = [t for t in target.tests if options.run.search(t.name)]
             target.cases = [c for c in target.cases if options.run.search(c.name)]
-        if target.cases:
-            check_compiles(target.contents, options.entrypoint, options.timeout)
+        target.runnable = dataclasses.replace(target.contents,
+                                              modules=isolate(target.contents, []))
+        check_compiles(target.runnable, options.entrypoint if target.cases else None,
+                       options.timeout, target.path if os.path.isdir(target.path) else "")
     return list(targets.values())
 
 
@@ -108,16 +117,35 @@ def _owning_bundle(fixture: str) -> str:
                        "directory above it): pass --bundle DIR")
 
 
-def check_compiles(contents: BundleContents, entrypoint: str, timeout: float) -> None:
-    """Compile the bundle in a child first: a bundle that crashes regopy must not crash us."""
-    job = {"op": "compile", "modules": dict(contents.modules), "data": contents.data,
-           "entrypoint": entrypoint}
+def check_compiles(contents: BundleContents, entrypoint: str | None, timeout: float,
+                   shown: str = "") -> None:
+    """Compile the bundle in a child: a bundle that crashes regopy must not crash us.
+
+    Without an entrypoint every module is still compiled, for a stand-in rule. Errors name
+    files as ``shown`` (the bundle directory as the user gave it) joined with the module."""
+    modules = dict(contents.modules)
+    if entrypoint is None:
+        modules[_PROBE_MODULE], entrypoint = _PROBE_SOURCE, _PROBE_ENTRYPOINT
+    job = {"op": "compile", "modules": modules, "data": contents.data, "entrypoint": entrypoint}
     records, crash = run_worker(job, timeout)
     if crash:
         raise BundleError(f"{contents.source}: {crash.partition(chr(10))[0]} while compiling "
                           f"the bundle; {CRASH_HINT}")
     if records and records[0].get("error"):
-        raise BundleError(records[0]["error"])
+        raise BundleError("\n".join(
+            ": ".join(p for p in split_location(line, contents.modules, shown) if p)
+            for line in records[0]["error"].splitlines()))
+
+
+def split_location(line: str, modules: Mapping[str, str], shown: str) -> tuple[str, str]:
+    """``("dir/module:line:col", message)`` from an engine's ``module:line:col: message``
+    (``("", line)`` when it names no module)."""
+    module, sep, rest = line.partition(":")
+    if not sep or module not in modules:
+        return "", line
+    position, _, message = rest.partition(": ")
+    where = os.path.normpath(os.path.join(shown, module)) if shown else module
+    return f"{where}:{position}", message
 
 
 def run(targets: Sequence[Target], options: Options) -> list[Result]:
@@ -139,7 +167,7 @@ def _run_target(target: Target, options: Options) -> list[Result]:
         cross.compare_units(target.tests, unit_results)
     case_results = []
     if target.cases:
-        decider = OfflineDecider(target.contents, options.entrypoint)
+        decider = OfflineDecider(target.runnable or target.contents, options.entrypoint)
         for case in target.cases:
             started = time.perf_counter()
             result, outcome = run_case(decider, case, os.path.normpath(case.file))
