@@ -7,15 +7,19 @@ first turns health to NOT_SERVING, then stops them in reverse order, so in-fligh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Protocol
 
 import grpc
 
 from .adapters.components import adapter_components
+from .audit import DecisionLog
 from .config import Config
 from .decisions import DecisionPath
 from .identity import build_verifiers
+from .metrics import Metrics
+from .monitoring import MonitoringServer
 from .server import HealthReporter, create_server
 from .shadow import shadow_from_config
 from .sources import bundle_source, policy_store
@@ -40,8 +44,10 @@ class GrpcComponent:
         self.health: HealthReporter | None = None
 
     def start(self) -> None:
+        metrics = self._app.metrics
         self.server, self.port, self.health = create_server(
-            self._app.config, self._app.path, self._app.store, self._listen)
+            self._app.config, self._app.path, self._app.store, self._listen,
+            in_flight=metrics.rpc_in_flight if metrics else contextlib.nullcontext)
 
     def stop(self, grace: float) -> None:
         if self.server is not None:
@@ -66,8 +72,38 @@ class App:
         if self.shadow is not None:
             self.path.add_observer(self.shadow)
             self.components.append(self.shadow)
+        self.metrics: Metrics | None = None
+        self.monitoring: MonitoringServer | None = None
+        self.decision_log: DecisionLog | None = None
+        self._observability()
         # gateway protocols (ext_authz, ExtMcp, AuthZEN): after the native server and the bundle
         self.components.extend(adapter_components(self))
+
+    def _observability(self) -> None:
+        """Metrics, the ops HTTP port and the decision log: started before the gRPC server and
+        stopped after it, so the last drained decisions are still counted and written."""
+        first: list[Component] = []
+        if self.config.metrics.enabled:
+            self.metrics = Metrics(self.config.metrics)
+            self.store.on_change(self.metrics.policy_changed)
+            self.path.add_observer(self.metrics)
+            self.monitoring = MonitoringServer(self.config.metrics.listen, self.metrics,
+                                               self.readiness)
+            first.append(self.monitoring)
+        if self.config.decision_log.enabled:
+            self.decision_log = DecisionLog.from_config(self.config, self.store, self.metrics)
+            self.path.add_observer(self.decision_log)
+            first.append(self.decision_log)
+        self.components[:0] = first
+
+    def readiness(self) -> str | None:
+        """Why the service is not ready, or None: the gRPC health service's rule, in words."""
+        health = self.grpc.health
+        if health is not None and health.serving():
+            return None
+        if self.store.active() is None:
+            return "no active policy"
+        return "starting" if health is None else "shutting down"
 
     def start(self) -> None:
         for component in self.components:

@@ -166,6 +166,39 @@ class DevelopmentConfig:
     audience: str = ""
 
 
+@dataclass(frozen=True)
+class DecisionLogConfig:
+    """One JSON line per decision (audit.py), written off the request path.
+
+    ``mask`` and ``drop`` are dotted paths into the input document (``*`` matches any key or
+    index): a masked value is replaced by ``"<masked>"``, a dropped one is left out. The policy
+    adds paths per decision with the optional rule ``data.mcp.authz.log_mask``."""
+
+    enabled: bool = True
+    sink: str = "stdout"
+    path: str = ""
+    max_bytes: int = 100 * 1024 * 1024
+    backups: int = 5
+    queue_size: int = 10000
+    mask: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    mask_sensitive_tools: bool = True
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus ``/metrics`` plus ``/healthz`` and ``/readyz`` on one HTTP port (metrics.py).
+
+    Per-tenant and per-tool labels are off by default; when on, at most ``max_label_values``
+    distinct values are kept per label and the rest are counted as ``other``."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:9090"
+    per_tenant_labels: bool = False
+    per_tool_labels: bool = False
+    max_label_values: int = 100
+
+
 MCP_PASSTHROUGH_METHODS = (
     "initialize", "notifications/*", "ping", "tools/list", "prompts/list", "resources/list",
     "resources/templates/list", "completion/complete", "logging/setLevel",
@@ -301,6 +334,8 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     development: DevelopmentConfig | None = None
+    decision_log: DecisionLogConfig = field(default_factory=DecisionLogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     adapters: AdaptersConfig = field(default_factory=AdaptersConfig)
     base_dir: str = "."
 
@@ -418,8 +453,38 @@ def _cross_checks(config: Config) -> list[str]:
         problems.extend(_key_source_checks(f"identity.issuers[{i}]", issuer))
     if config.identity.approval is not None:
         problems.extend(_key_source_checks("identity.approval", config.identity.approval))
+    problems.extend(_observability_checks(config.decision_log, config.metrics))
     problems.extend(_policy_checks(config.policy))
     problems.extend(_adapter_checks(config.adapters))
+    return problems
+
+
+DECISION_LOG_SINKS = ("stdout", "file")
+
+
+def _observability_checks(log: DecisionLogConfig, metrics: MetricsConfig) -> list[str]:
+    problems = []
+    if log.sink not in DECISION_LOG_SINKS:
+        problems.append(f"decision_log.sink: must be one of {', '.join(DECISION_LOG_SINKS)}, "
+                        f"got {log.sink!r}")
+    if log.sink == "file" and not log.path:
+        problems.append("decision_log.path: required when decision_log.sink is file")
+    if log.sink != "file" and log.path:
+        problems.append("decision_log.path: only used with decision_log.sink: file")
+    for name in ("max_bytes", "queue_size"):
+        if (getattr(log, name) or 0) < 1:
+            problems.append(f"decision_log.{name}: must be at least 1")
+    if log.backups is not None and log.backups < 0:
+        problems.append("decision_log.backups: must be at least 0")
+    for name in ("mask", "drop"):
+        for i, path in enumerate(getattr(log, name) or ()):
+            if isinstance(path, str) and not all(path.split(".")):
+                problems.append(f"decision_log.{name}[{i}]: {path!r} is not a dotted path")
+    host, _, port = (metrics.listen or "").rpartition(":")
+    if not host or not port.isdigit():
+        problems.append(f"metrics.listen: expected HOST:PORT, got {metrics.listen!r}")
+    if (metrics.max_label_values or 0) < 1:
+        problems.append("metrics.max_label_values: must be at least 1")
     return problems
 
 

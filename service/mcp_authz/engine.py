@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +31,13 @@ from .errors import BundleError, PolicyError
 from .model import Obligation, Reason
 
 DEFAULT_ENTRYPOINT = "mcp/authz/decision"
+#: Optional rule naming input paths the decision log masks or drops (audit.py). Built only when
+#: the bundle defines it: querying an entrypoint that was not built crashes regopy.
+LOG_MASK_ENTRYPOINT = "mcp/authz/log_mask"
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 _ERROR_RE = re.compile(r"\(error (\d+):")
 _MSG_RE = re.compile(r"\(errormsg (\d+):")
+_POSITION_RE = re.compile(r"\|\d+\|\d+")
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,12 @@ class PolicyResult:
 class CompiledPolicy:
     """One bundle revision, compiled; safe to evaluate from many threads at once."""
 
-    def __init__(self, contents: BundleContents, bundle: regopy.Bundle, entrypoint: str):
+    def __init__(self, contents: BundleContents, bundle: regopy.Bundle, entrypoint: str,
+                 log_mask_entrypoint: str | None = None):
         self.contents = contents
         self.revision = contents.revision
         self.entrypoint = entrypoint
+        self.log_mask_entrypoint = log_mask_entrypoint
         self._bundle = bundle
         self._tables = {lk.name: _data_at(contents.data, lk.data) for lk in contents.lookups}
 
@@ -71,14 +77,26 @@ class CompiledPolicy:
         """Evaluate the entry point on an input given as JSON text; errors are PolicyError."""
         return validate_output(self.evaluate_raw(input_json))
 
-    def evaluate_raw(self, input_json: str) -> Any:
-        """The entry point's value, or PolicyError when undefined or on any engine error."""
+    def evaluate_log_mask(self, input_json: str) -> Any:
+        """The value of ``log_mask`` for this input, or None when the bundle has no such rule.
+
+        Evaluated through the same wrapper as decisions; errors are PolicyError."""
+        if self.log_mask_entrypoint is None:
+            return None
+        return self.evaluate_raw(input_json, self.log_mask_entrypoint)
+
+    def evaluate_raw(self, input_json: str, entrypoint: str | None = None) -> Any:
+        """The entry point's value, or PolicyError when undefined or on any engine error.
+
+        ``entrypoint`` must be one this policy was built with (the decision entry point when
+        omitted)."""
+        entrypoint = entrypoint or self.entrypoint
         interpreter = _thread_interpreter()
         handle = None
         try:
             interpreter.set_input_term(input_json)
             handle = _rego.rego_bundle_query_entrypoint(
-                interpreter._impl, self._bundle._impl, self.entrypoint)
+                interpreter._impl, self._bundle._impl, entrypoint)
             ok = _rego.rego_output_ok(handle)
             text = _rego.rego_output_string(handle)
         except Exception as exc:  # regopy raises RegoError, ValueError, UnicodeError...
@@ -86,10 +104,10 @@ class CompiledPolicy:
         finally:
             if handle:
                 _rego.rego_free_output(handle)
-        if not ok:
-            raise PolicyError(f"evaluation failed: {_one_line(text)}")
+        if not ok or text.startswith("(error"):  # an error term can come with ok() true
+            raise PolicyError(f"evaluation failed: {translate_errors(text, self.contents.modules)}")
         if text == "undefined":
-            raise PolicyError(f"{self.entrypoint} is undefined for this input")
+            raise PolicyError(f"{entrypoint} is undefined for this input")
         if len(text) > MAX_OUTPUT_BYTES:
             raise PolicyError("policy output too large")
         try:
@@ -100,7 +118,7 @@ class CompiledPolicy:
             output = output[0] if len(output) == 1 else None
         expressions = output.get("expressions") if isinstance(output, dict) else None
         if not isinstance(expressions, list) or len(expressions) != 1:
-            raise PolicyError(f"{self.entrypoint} is undefined for this input")
+            raise PolicyError(f"{entrypoint} is undefined for this input")
         return expressions[0]
 
 
@@ -112,6 +130,11 @@ def _thread_interpreter() -> regopy.Interpreter:
     if interpreter is None:
         interpreter = _local.interpreter = regopy.Interpreter()
     return interpreter
+
+
+def is_builtin(name: str) -> bool:
+    """Whether regopy knows ``name`` as a builtin function (``mcp-authz check`` uses this)."""
+    return bool(_thread_interpreter().is_builtin(name))
 
 
 def _reject_constant(name: str) -> Any:
@@ -161,9 +184,12 @@ def validate_output(value: Any) -> PolicyResult:
     return PolicyResult(allow is True, tuple(parsed_reasons), tuple(parsed_obligations))
 
 
-def compile_bundle(contents: BundleContents,
-                   entrypoint: str = DEFAULT_ENTRYPOINT) -> CompiledPolicy:
-    """Compile every module and the merged data; BundleError (file:line:col) on any problem."""
+def compile_bundle(contents: BundleContents, entrypoint: str = DEFAULT_ENTRYPOINT,
+                   extra_entrypoints: Sequence[str] = ()) -> CompiledPolicy:
+    """Compile every module and the merged data; BundleError (file:line:col) on any problem.
+
+    ``extra_entrypoints`` are built too, for ``evaluate_raw(..., entrypoint)`` (the test runner
+    builds every test rule in one compile)."""
     interpreter = regopy.Interpreter()
     for name, source in sorted(contents.modules.items()):
         try:
@@ -175,23 +201,37 @@ def compile_bundle(contents: BundleContents,
     except (regopy.RegoError, ValueError) as exc:
         raise BundleError(f"data: rejected by the engine: {_one_line(str(exc))}") from exc
     _check_entrypoint(contents, entrypoint)
+    entrypoints = [entrypoint, *extra_entrypoints]
+    log_mask = None
+    if _undefined_rule(contents, LOG_MASK_ENTRYPOINT) is None:
+        log_mask = LOG_MASK_ENTRYPOINT
+        if log_mask not in entrypoints:
+            entrypoints.append(log_mask)
     try:
-        bundle = interpreter.build(None, [entrypoint])
+        bundle = interpreter.build(None, entrypoints)
     except regopy.RegoError as exc:
         raise BundleError(translate_errors(str(exc), contents.modules)) from exc
     if not bundle.ok():
         raise BundleError(translate_errors(str(bundle.node().json()), contents.modules))
-    return CompiledPolicy(contents, bundle, entrypoint)
+    return CompiledPolicy(contents, bundle, entrypoint, log_mask)
 
 
 def _check_entrypoint(contents: BundleContents, entrypoint: str) -> None:
+    problem = _undefined_rule(contents, entrypoint)
+    if problem is not None:
+        raise BundleError(f"entrypoint {entrypoint}: {problem}")
+
+
+def _undefined_rule(contents: BundleContents, entrypoint: str) -> str | None:
+    """Why no module defines ``entrypoint``'s rule, or None when one does."""
     package, _, rule = entrypoint.replace("/", ".").rpartition(".")
     if package not in contents.packages().values():
-        raise BundleError(f"entrypoint {entrypoint}: no module declares package {package}")
+        return f"no module declares package {package}"
     rule_re = re.compile(rf"^\s*(default\s+)?{re.escape(rule)}\b", re.MULTILINE)
     if not any(rule_re.search(text) for name, text in contents.modules.items()
                if contents.packages()[name] == package):
-        raise BundleError(f"entrypoint {entrypoint}: package {package} defines no rule {rule}")
+        return f"package {package} defines no rule {rule}"
+    return None
 
 
 def translate_errors(sexpr: str, modules: Mapping[str, str]) -> str:
@@ -203,12 +243,16 @@ def translate_errors(sexpr: str, modules: Mapping[str, str]) -> str:
     found = []
     for match in _ERROR_RE.finditer(sexpr):
         start = match.end()
-        location = sexpr[start:start + int(match.group(1))]
+        end = start + int(match.group(1))  # the length prefix counts the file name only
+        position = _POSITION_RE.match(sexpr, end)
+        location = sexpr[start:end] + (position.group() if position else "")
         msg_match = _MSG_RE.search(sexpr, start)
         message = ""
         if msg_match:
             message = sexpr[msg_match.end():msg_match.end() + int(msg_match.group(1))]
         found.append(_locate(location, modules) + ": " + (message or "error"))
+    if not found:  # evaluation errors carry a message but no location
+        found = [sexpr[m.end():m.end() + int(m.group(1))] for m in _MSG_RE.finditer(sexpr)]
     return "\n".join(dict.fromkeys(found)) if found else _one_line(sexpr)
 
 

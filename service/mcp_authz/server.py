@@ -7,6 +7,7 @@ process concerns of ``serve`` (signals, logging setup) in the CLI. The servicer 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -28,6 +29,10 @@ from .errors import LimitExceeded, MCPAuthzError, RequestError, grpc_status_for
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+#: A health service name that is SERVING while the process runs (until shutdown begins), for
+#: liveness probes: the policy state must not restart a pod, only take it out of rotation.
+LIVENESS_SERVICE = "liveness"
+InFlight = Callable[[], contextlib.AbstractContextManager[Any]]
 T = TypeVar("T")
 
 
@@ -55,21 +60,24 @@ def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
         if isinstance(request, _Malformed):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"request: cannot parse message ({request.error})")
-        try:
-            return method(self, request, context)
-        except MCPAuthzError as exc:
-            context.abort(grpc_status_for(exc), str(exc))
-        except Exception:
-            log.exception("internal error in %s", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        with self.in_flight():
+            try:
+                return method(self, request, context)
+            except MCPAuthzError as exc:
+                context.abort(grpc_status_for(exc), str(exc))
+            except Exception:
+                log.exception("internal error in %s", method.__name__)
+                context.abort(grpc.StatusCode.INTERNAL, "internal error")
     return wrapper
 
 
 class DecisionServicer:
-    def __init__(self, path: DecisionPath, store: PolicyStore, config: Config):
+    def __init__(self, path: DecisionPath, store: PolicyStore, config: Config,
+                 in_flight: InFlight = contextlib.nullcontext):
         self._path = path
         self._store = store
         self._limits = config.limits
+        self.in_flight = in_flight
 
     @_guard
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.Decision:
@@ -132,10 +140,14 @@ class HealthReporter:
         self._stopping = False
         store.on_change(self._changed)
         self._changed(store.status(), store.active() is not None)
+        servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+
+    def serving(self) -> bool:
+        """SERVING for the DecisionService: a policy is active and shutdown has not begun."""
+        return self._store.active() is not None and not self._stopping
 
     def _changed(self, status: PolicyStatus, activated: bool) -> None:
-        serving = self._store.active() is not None and not self._stopping
-        state = (health_pb2.HealthCheckResponse.SERVING if serving
+        state = (health_pb2.HealthCheckResponse.SERVING if self.serving()
                  else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", SERVICE_NAME):
             self._servicer.set(name, state)
@@ -146,8 +158,11 @@ class HealthReporter:
 
 
 def create_server(config: Config, path: DecisionPath, store: PolicyStore,
-                  listen: str | None = None) -> tuple[grpc.Server, int, HealthReporter]:
-    """Build and start the gRPC server; returns it, its bound port and its health reporter."""
+                  listen: str | None = None, in_flight: InFlight = contextlib.nullcontext,
+                  ) -> tuple[grpc.Server, int, HealthReporter]:
+    """Build and start the gRPC server; returns it, its bound port and its health reporter.
+
+    ``in_flight()`` wraps every RPC (the metrics' in-flight gauge)."""
     options = [
         ("grpc.max_receive_message_length", config.server.max_message_bytes),
         ("grpc.max_send_message_length", config.server.max_message_bytes),
@@ -157,7 +172,8 @@ def create_server(config: Config, path: DecisionPath, store: PolicyStore,
         futures.ThreadPoolExecutor(max_workers=config.server.max_workers,
                                    thread_name_prefix="decide"),
         options=options, maximum_concurrent_rpcs=config.server.max_concurrent_requests)
-    server.add_generic_rpc_handlers((_handlers(DecisionServicer(path, store, config)),))
+    server.add_generic_rpc_handlers(
+        (_handlers(DecisionServicer(path, store, config, in_flight)),))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reporter = HealthReporter(health_servicer, store)
