@@ -255,3 +255,27 @@ def test_compare_opa_without_the_package_says_how_to_install(tmp_path, capsys, m
     code, out, err = run(capsys, "test", str(root), "--compare-opa")
     assert code == 2 and out == ""
     assert "pip install --ignore-requires-python opa-golib-python-bindings" in err
+
+
+def test_eval_prints_the_decision_and_input_and_names_bad_files(tmp_path, capsys):
+    root = bundle(tmp_path / "b")
+    request = tmp_path / "request.yaml"
+    request.write_text("tenant: acme\nmethod: tools/call\n"
+                       "server: {id: files, resource: https://mcp.example.com/files}\n"
+                       "tool: {name: read_file, arguments: {path: /a}}\n")
+    claims = tmp_path / "claims.json"
+    claims.write_text('{"sub": "alice", "tenant": "acme", "scope": "files:read"}')
+    code, out, _ = run(capsys, "eval", "--bundle", str(root), "--request", str(request),
+                       "--claims", str(claims), "--explain")
+    shown = json.loads(out)
+    assert code == 0 and shown["decision"]["allow"] is True
+    assert shown["decision"]["obligations"] == [
+        {"type": "audit", "params": {"level": "low", "who": "alice"}}]
+    assert shown["input"]["subject"]["scopes"] == ["files:read"]
+    claims.write_text('{"sub": "alice",\n "tenant": }')
+    code, _, err = run(capsys, "eval", "--bundle", str(root), "--request", str(request),
+                       "--claims", str(claims))
+    assert code == 2 and f"{claims}:2:12: invalid JSON" in err
+    request.write_text("tenant: acme\nmethod: tools/call\ntool: {name: x, nam: y}\n")
+    code, _, err = run(capsys, "eval", "--bundle", str(root), "--request", str(request))
+    assert code == 2 and f"{request}: request.tool: unknown field(s): nam" in err

@@ -185,8 +185,3 @@ class OfflineDecider:
         record = self._capture.record
         return Outcome(decision, record.input if record else None)
 
-
-def decide_offline(bundle: str, request: Any, claims: Any = None) -> Outcome:
-    if claims is not None and not isinstance(claims, Mapping):
-        raise RequestError("claims", "must be an object")
-    return OfflineDecider(bundle).decide(request_from_mapping(request), claims)

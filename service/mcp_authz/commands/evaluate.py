@@ -1,12 +1,18 @@
-"""``mcp-authz eval``: one decision, as the service would make it."""
+"""``mcp-authz eval``: one decision, as the service would make it.
+
+Exit codes: 0 allow, 1 deny, 2 a bad bundle, request or claims file (the message names the file
+and, where there is one, the line or field).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from ..evaluation import decide_offline, load_request_file
+from ..errors import RequestError
+from ..evaluation import OfflineDecider, load_request_file, request_from_mapping
 
 
 def register(subparsers: Any) -> None:
@@ -21,9 +27,16 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    request = load_request_file(args.request)
+    request = request_from_mapping(load_request_file(args.request),
+                                   where=f"{args.request}: request")
     claims = load_request_file(args.claims) if args.claims else None
-    outcome = decide_offline(args.bundle, request, claims)
+    if claims is not None and not isinstance(claims, Mapping):
+        raise RequestError(args.claims, "token claims must be an object")
+    decider = OfflineDecider(args.bundle)
+    try:
+        outcome = decider.decide(request, claims)
+    except RequestError as exc:
+        raise RequestError(args.request, str(exc)) from exc
     output: dict[str, Any] = {"decision": outcome.decision_json()}
     if args.explain:
         output["input"] = outcome.input
