@@ -9,6 +9,7 @@ import json
 import tarfile
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from mcp_authz.bundlewriter import write_archive
@@ -126,3 +127,10 @@ class BundleServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def write_tree(directory: Path, files: dict[str, bytes]) -> Path:
+    for name, raw in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_bytes(raw)
+    return directory

@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from bundle_support import revision_files
+from bundle_support import revision_files, write_tree
 
 from mcp_authz import cli, devkeys
 from mcp_authz.bundlewriter import write_archive
@@ -162,13 +162,6 @@ def test_canonical_hash_ignores_layout_but_not_values() -> None:
 
 
 # --- the CLI ---------------------------------------------------------------------------------
-
-
-def write_tree(directory: Path, files: dict[str, bytes]) -> Path:
-    for name, raw in files.items():
-        (directory / name).parent.mkdir(parents=True, exist_ok=True)
-        (directory / name).write_bytes(raw)
-    return directory
 
 
 def test_build_is_deterministic_and_sets_the_revision(tmp_path: Path) -> None:

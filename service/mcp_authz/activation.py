@@ -14,7 +14,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .bundles import MAX_FILE_BYTES, MAX_TOTAL_BYTES, BundleContents, parse_bundle, read_archive, read_files
+from .bundles import (
+    MAX_FILE_BYTES,
+    MAX_TOTAL_BYTES,
+    BundleContents,
+    parse_bundle,
+    read_archive,
+    read_files,
+)
 from .engine import CompiledPolicy, compile_bundle
 from .errors import BundleError, PolicyError
 from .signing import Verification

@@ -18,6 +18,7 @@ request (so it can be rotated) and never logged.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .activation import BundleWatcher, PolicyStore
-from .config import Config
+from .config import Config, PolicyConfig
 from .errors import BundleError, ConfigError
 from .signing import Verification
 
@@ -39,17 +40,6 @@ log = logging.getLogger(__name__)
 
 PERSISTED_BUNDLE = "bundle.tar.gz"
 PERSISTED_META = "bundle.json"
-
-
-@dataclass(frozen=True)
-class HttpOptions:
-    poll_interval_seconds: float = 30.0
-    poll_jitter: float = 0.1
-    backoff_max_seconds: float = 300.0
-    timeout_seconds: float = 10.0
-    bearer_token_file: str = ""
-    bearer_token_env: str = ""
-    ca_file: str = ""
 
 
 @dataclass
@@ -71,7 +61,7 @@ class FetchError(Exception):
 class HttpBundleSource:
     """Polls ``url`` and activates each new bundle on ``store``."""
 
-    def __init__(self, store: PolicyStore, url: str, options: HttpOptions, persist_dir: str = "",
+    def __init__(self, store: PolicyStore, url: str, options: PolicyConfig, persist_dir: str = "",
                  name: str = "bundle", rand: Callable[[], float] = random.random):
         self._store = store
         self._url = url
@@ -269,10 +259,7 @@ def bundle_source(store: PolicyStore, location: str, config: Config, persist: bo
     if "://" not in location:
         return LocalBundleSource(store, config.path(location), policy.watch,
                                  policy.watch_interval_seconds, name)
-    options = HttpOptions(
-        poll_interval_seconds=policy.poll_interval_seconds, poll_jitter=policy.poll_jitter,
-        backoff_max_seconds=policy.backoff_max_seconds, timeout_seconds=policy.timeout_seconds,
-        bearer_token_file=config.path(policy.bearer_token_file),
-        bearer_token_env=policy.bearer_token_env, ca_file=config.path(policy.ca_file))
+    options = dataclasses.replace(policy, bearer_token_file=config.path(policy.bearer_token_file),
+                                  ca_file=config.path(policy.ca_file))
     persist_dir = config.path(policy.persist_dir) if persist else ""
     return HttpBundleSource(store, location, options, persist_dir, name)
