@@ -108,11 +108,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             document = self._json_body()
             self._send(200, endpoint(document, self._request_id()))
-        except LimitExceeded as exc:
-            self.close_connection = True
-            self._send(413, {"error": exc.code, "message": str(exc)})
         except RequestError as exc:
-            self._send(400, {"error": exc.code, "message": str(exc)})
+            too_large = isinstance(exc, LimitExceeded) and exc.field == "body"
+            self.close_connection = self.close_connection or too_large  # body left unread
+            self._send(413 if too_large else 400, {"error": exc.code, "message": str(exc)})
         except NoPolicyError:
             self._send(503, {"error": "no_policy", "message": "no active policy"})
         except MCPAuthzError as exc:
