@@ -279,3 +279,23 @@ def test_eval_prints_the_decision_and_input_and_names_bad_files(tmp_path, capsys
     request.write_text("tenant: acme\nmethod: tools/call\ntool: {name: x, nam: y}\n")
     code, _, err = run(capsys, "eval", "--bundle", str(root), "--request", str(request))
     assert code == 2 and f"{request}: request.tool: unknown field(s): nam" in err
+
+
+def test_default_bundle_fixtures_cover_every_reason_code_and_obligation():
+    from mcp_authz.model import REASON_CODES
+    from mcp_authz.policytest.fixtures import load_fixture_file
+
+    cases = load_fixture_file(str(POLICIES / "tests" / "decisions.yaml"))
+    reasons = {code for c in cases for code in c.expect.get("reasons", [])}
+    obligations = {o["type"] for c in cases for o in c.expect.get("obligations", [])}
+    assert len(cases) >= 40
+    # policy_error and no_policy come from the service (a broken policy, none loaded).
+    assert reasons == set(REASON_CODES) - {"policy_error", "no_policy"}
+    assert obligations == {"require_approval", "redact", "max_result_bytes", "audit"}
+
+
+def test_default_bundle_passes_on_regopy_and_opa_alike(capsys):
+    pytest.importorskip("opa_bindings")
+    code, out, _ = run(capsys, "test", str(POLICIES), "--compare-opa")
+    assert code == 0, out
+    assert "FAIL: 0  ERROR: 0  DIVERGE: 0" in out
