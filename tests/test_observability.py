@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -281,6 +285,8 @@ def test_log_mask_unreadable_masks_every_caller_value() -> None:
     entry = capture.entry(records[0])  # the revision that decided is no longer active
     assert entry["input"]["tool"]["arguments"] == "<masked>"
     assert entry["input"]["context"] == "<masked>"
+    unmasked = DecisionLog(DecisionLogConfig(policy_masks=False), _NoPolicy(), StreamSink())
+    assert unmasked.entry(records[0])["input"]["tool"]["arguments"] == {"q": "x"}
 
 
 @pytest.mark.requirement("log-never-blocks-decisions")
@@ -294,7 +300,7 @@ def test_queue_overflow_drops_and_counts_lines_and_no_decision_fails() -> None:
     decider.path.add_observer(decision_log)
     request = DecisionRequest(method="tools/call", tenant="acme", server_resource=RESOURCE,
                               tool_name="read_file", tool_arguments={"blob": "x" * 8000})
-    total = 200
+    total = 100
     outcomes = [decider.decide(request, claims={"sub": "alice", "tenant": "acme"})
                 for _ in range(total)]
     assert all(o.decision.allow for o in outcomes)
@@ -355,3 +361,91 @@ def test_file_sink_rotates_by_size_and_keeps_bounded_backups(tmp_path: Path) -> 
     kept = [[json.loads(line)["n"] for line in (tmp_path / name).read_text().splitlines()]
             for name in ("d.log", "d.log.1", "d.log.2")]
     assert kept == [[9], [8], [7]]  # 60-byte lines, 100-byte files: the oldest are gone
+
+
+class _BadMask:
+    """A policy source whose active policy answers log_mask with a shape the log refuses."""
+
+    def __init__(self, decider: OfflineDecider):
+        self._policy = decider.store.active()
+
+    def active(self) -> Any:
+        policy = self._policy
+
+        class Wrapped:
+            revision = policy.revision
+
+            def evaluate_log_mask(self, input_json: str) -> Any:
+                return {"mask": "tool.arguments"}  # a string, not a list
+
+        return Wrapped()
+
+
+def test_log_mask_rule_is_built_only_when_the_bundle_defines_it(tmp_path: Path) -> None:
+    decider = OfflineDecider(str(BUNDLE))
+    policy = decider.store.active()
+    assert policy.log_mask_entrypoint == "mcp/authz/log_mask"
+    assert policy.evaluate_log_mask("{}") == {"mask": ["subject.claims"],
+                                              "drop": ["context.internal"]}
+    plain = tmp_path / "plain"
+    for source in BUNDLE.rglob("*"):
+        if source.is_file():
+            target = plain / source.relative_to(BUNDLE)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            text = source.read_text()
+            target.write_text(text.split("log_mask :=")[0] if source.suffix == ".rego" else text)
+    without = OfflineDecider(str(plain)).store.active()
+    assert without.log_mask_entrypoint is None and without.evaluate_log_mask("{}") is None
+
+
+def test_a_malformed_log_mask_answer_masks_every_caller_value() -> None:
+    decider = OfflineDecider(str(BUNDLE))
+    records: list[Any] = []
+    decider.path.add_observer(type("R", (), {"observe": lambda self, r: records.append(r)})())
+    decider.decide(DecisionRequest(method="tools/call", tenant="acme", server_resource=RESOURCE,
+                                   tool_name="read_file", prompt_arguments={"p": "y"},
+                                   tool_arguments={"q": "x"}, context={"k": "v"}),
+                   claims={"sub": "alice", "tenant": "acme"})
+    entry = DecisionLog(DecisionLogConfig(), _BadMask(decider), StreamSink()).entry(records[0])
+    assert entry["input"]["context"] == "<masked>"
+    assert entry["input"]["tool"]["arguments"] == "<masked>"
+    assert entry["input"]["prompt"]["arguments"] == "<masked>"
+
+
+@pytest.mark.requirement("decision-log-stdout")
+def test_serve_writes_only_decision_lines_to_stdout(tmp_path: Path, jwks_server: JsonServer,
+                                                    keys: Keys) -> None:
+    config = write_config(tmp_path, jwks_server.url("/jwks.json"),
+                          jwks_server.url("/approval-jwks.json"), bundle=BUNDLE,
+                          metrics={"listen": "127.0.0.1:0"})
+    stderr_path = tmp_path / "stderr.log"
+    with open(stderr_path, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mcp_authz.cli", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        ports = wait_for(lambda: _ports(stderr_path.read_text()), "serve to start", 30)
+        grpc_port, http_port = ports
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        decision = pb_grpc.DecisionServiceStub(channel).Decide(
+            decide_request(keys.token(), tool="read_file"), timeout=10)
+        channel.close()
+        assert process.stdout is not None
+        line = json.loads(process.stdout.readline())
+        assert line["decision_id"] == decision.decision_id and line["result"]["allow"]
+        assert get(http_port, "/readyz") == (200, "ready\n")
+        assert sample(scrape(http_port), "mcp_authz_decisions_total", result="allow",
+                      reason="none", method="tools/call") == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert rest == ""  # nothing but decision lines ever reaches stdout
+
+
+def _ports(stderr: str) -> tuple[int, int] | None:
+    grpc_match = re.search(r"listening on [\d.]+:(\d+)", stderr)
+    http_match = re.search(r"metrics and health on http://[\d.]+:(\d+)", stderr)
+    if grpc_match and http_match:
+        return int(grpc_match.group(1)), int(http_match.group(1))
+    return None

@@ -286,6 +286,8 @@ class DecisionLog:
                 entry = lookup.get(name) if isinstance(lookup, Mapping) else None
                 if isinstance(entry, Mapping) and entry.get("sensitive") is True:
                     masks.append(path)
+        if not self._config.policy_masks:
+            return masks, drops
         policy_masks, policy_drops = self._policy_paths(record)
         return masks + policy_masks, drops + policy_drops
 

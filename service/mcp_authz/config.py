@@ -183,6 +183,7 @@ class DecisionLogConfig:
     mask: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
     mask_sensitive_tools: bool = True
+    policy_masks: bool = True
 
 
 @dataclass(frozen=True)

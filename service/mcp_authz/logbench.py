@@ -49,16 +49,19 @@ def _throughput(path: DecisionPath, request: Any, seconds: float, threads: int) 
 
 
 def measure_log_overhead(bundle: Path = ROOT / "policies", seconds: float = 10.0,
-                         threads: int = 2, rounds: int = 5,
-                         queue_size: int = 10000) -> dict[str, Any]:
-    """Decisions/s without and with the decision log, alternating ``rounds`` times."""
+                         threads: int = 2, rounds: int = 5, queue_size: int = 10000,
+                         policy_masks: bool = True) -> dict[str, Any]:
+    """Decisions/s without and with the decision log, alternating ``rounds`` times.
+
+    ``policy_masks`` off skips the bundle's ``log_mask`` rule (one more evaluation per line)."""
     with tempfile.TemporaryDirectory() as directory:
         setup = Setup(directory, bundle)
         store = PolicyStore(setup.config.policy.entrypoint)
         store.activate_path(setup.config.path(setup.config.policy.bundle))
         verifier, approvals = build_verifiers(setup.config)
         log_path = os.path.join(directory, "decisions.log")
-        decision_log = DecisionLog(DecisionLogConfig(queue_size=queue_size), store,
+        settings = DecisionLogConfig(queue_size=queue_size, policy_masks=policy_masks)
+        decision_log = DecisionLog(settings, store,
                                    RotatingFileSink(log_path, 64 * 1024 * 1024, 1))
         plain = DecisionPath(store, verifier, approvals, setup.config.limits)
         logged = DecisionPath(store, verifier, approvals, setup.config.limits,
@@ -75,7 +78,7 @@ def measure_log_overhead(bundle: Path = ROOT / "policies", seconds: float = 10.0
         line_bytes = os.path.getsize(log_path) / max(decision_log.written, 1)
     per_s = {name: count / (slice_seconds * rounds) for name, count in made.items()}
     return {
-        "threads": threads, "seconds": seconds, "rounds": rounds,
+        "threads": threads, "seconds": seconds, "rounds": rounds, "policy_masks": policy_masks,
         "without_log_per_s": per_s["without_log"], "with_log_per_s": per_s["with_log"],
         "ratio": per_s["with_log"] / per_s["without_log"],
         "lines_written": decision_log.written, "lines_dropped": decision_log.dropped,
@@ -88,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bundle", default=str(ROOT / "policies"))
+    parser.add_argument("--no-policy-masks", action="store_true",
+                        help="do not evaluate the bundle's log_mask rule per line")
     parser.add_argument("--out", help="write the result as JSON here too")
     args = parser.parse_args(argv)
-    result = measure_log_overhead(Path(args.bundle), args.seconds, args.threads)
+    result = measure_log_overhead(Path(args.bundle), args.seconds, args.threads,
+                                  policy_masks=not args.no_policy_masks)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
