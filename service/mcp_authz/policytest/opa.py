@@ -46,6 +46,7 @@ class OpaCrossCheck:
 
         self._error_type = OpaError
         self._engine = OpaEngine()
+        self._engine.print_handler = lambda message, location: None  # as regopy's, unreported
         self._document = entrypoint.strip("/").replace("/", ".")
         self.load_error = ""
         try:
