@@ -23,18 +23,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mcp.server.auth.routes import build_resource_metadata_url
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel
 
 from mcp_authz.client import AsyncDecisionClient, ClientOptions
-from mcp_authz.integrations.mcp import (
-    AuthorizationMiddleware,
-    DeferredTokenVerifier,
-    StepUpChallenge,
-)
+from mcp_authz.integrations.mcp import AuthorizationMiddleware, DeferredTokenVerifier
 from mcp_authz.integrations.serving import run_app
 
 HERE = Path(__file__).resolve().parent
@@ -74,7 +69,7 @@ def prepare(root: Path) -> Path:
     return database
 
 
-def build_server(root: Path, authz: AuthorizationMiddleware, issuer: str) -> MCPServer:
+def build_server(root: Path, authz: AuthorizationMiddleware | None, issuer: str) -> MCPServer:
     sandbox = (root / "sandbox").resolve()
     database = prepare(root)
 
@@ -85,11 +80,14 @@ def build_server(root: Path, authz: AuthorizationMiddleware, issuer: str) -> MCP
             raise ValueError("path is outside the sandbox")
         return resolved
 
-    server = MCPServer(
-        "mcp-authz-example", token_verifier=DeferredTokenVerifier(),
-        auth=AuthSettings(issuer_url=issuer, resource_server_url=authz.resource,
-                          validate_token_resource=False),
-        middleware=[authz])
+    if authz is None:
+        server = MCPServer("mcp-authz-example-unprotected")
+    else:
+        server = MCPServer(
+            "mcp-authz-example", token_verifier=DeferredTokenVerifier(),
+            auth=AuthSettings(issuer_url=issuer, resource_server_url=authz.resource,
+                              validate_token_resource=False),
+            middleware=[authz])
 
     @server.tool(annotations=READ)
     def read_file(path: str) -> str:
@@ -158,6 +156,8 @@ def main() -> None:
     parser.add_argument("--issuer", default="https://dev-issuer.mcp-authz.local",
                         help="authorization server named in the protected resource metadata")
     parser.add_argument("--listen", default="127.0.0.1:8001")
+    parser.add_argument("--no-authz", action="store_true",
+                        help="serve WITHOUT authorization: only a baseline for benchmarks")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     root = Path(args.root)
@@ -165,10 +165,8 @@ def main() -> None:
     authz = AuthorizationMiddleware(AsyncDecisionClient(args.authz, ClientOptions()),
                                     tenant=args.tenant, resource=args.resource,
                                     server_id="example")
-    server = build_server(root, authz, args.issuer)
-    metadata_url = str(build_resource_metadata_url(args.resource))
-    run_app(StepUpChallenge(server.streamable_http_app(json_response=True), metadata_url),
-            args.listen)
+    server = build_server(root, None if args.no_authz else authz, args.issuer)
+    run_app(server.streamable_http_app(json_response=True), args.listen)
 
 
 if __name__ == "__main__":

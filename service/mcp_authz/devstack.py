@@ -20,6 +20,7 @@ from typing import IO, Any
 import grpc
 import yaml
 
+from . import devkeys
 from ._pb.mcp.authz.v1 import authz_pb2 as pb
 from ._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
 
@@ -73,7 +74,13 @@ class Process:
                                      stderr=self._log, text=True)
         self.url = ""
         if wait_for_url:
+            self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> str:
+        """Wait for the ``listening on URL`` line; RuntimeError (with the log) otherwise."""
+        if not self.url:
             self.url = self._read_url(timeout)
+        return self.url
 
     def _read_url(self, timeout: float) -> str:
         assert self.proc.stdout is not None
@@ -130,11 +137,14 @@ def start_service(config: Path, log_dir: Path, timeout: float = 30.0) -> tuple[P
 
 def start_example(root: Path, authz: str, log_dir: Path, tenant: str = "acme",
                   resource: str = "https://mcp.example.com/files",
-                  issuer: str = "https://dev-issuer.mcp-authz.local") -> Process:
-    return Process("example-server", [
+                  issuer: str = "https://dev-issuer.mcp-authz.local",
+                  wait: bool = True, protected: bool = True) -> Process:
+    """The example server; ``protected=False`` runs it without authorization (a baseline)."""
+    return Process("example-server" if protected else "example-server-baseline", [
         sys.executable, str(EXAMPLE_SERVER), "--root", str(root), "--authz", authz,
         "--tenant", tenant, "--resource", resource, "--issuer", issuer,
-        "--listen", "127.0.0.1:0"], log_dir)
+        "--listen", "127.0.0.1:0", *(() if protected else ("--no-authz",))],
+        log_dir, wait_for_url=wait)
 
 
 def write_gateway_config(path: Path, *, authz: str, resource: str, issuer: str, tenant: str,
@@ -147,9 +157,10 @@ def write_gateway_config(path: Path, *, authz: str, resource: str, issuer: str, 
     return path
 
 
-def start_gateway(config: Path, log_dir: Path, name: str = "gateway") -> Process:
+def start_gateway(config: Path, log_dir: Path, name: str = "gateway",
+                  wait: bool = True) -> Process:
     return Process(name, [sys.executable, "-m", "mcp_authz.cli", "gateway", "--config",
-                          str(config)], log_dir)
+                          str(config)], log_dir, wait_for_url=wait)
 
 
 def filesystem_upstream(name: str, directory: Path) -> dict[str, Any]:
@@ -164,3 +175,35 @@ def git_upstream(name: str, repository: Path, cwd: Path) -> dict[str, Any]:
     command = Path(sys.executable).parent / "mcp-server-git"
     return {"name": name, "command": [str(command), "--repository", str(repository)],
             "cwd": str(cwd)}
+
+
+class DevIdentity:
+    """Tokens signed with the development keys ``mcp-authz dev-init`` wrote (demo, benchmark)."""
+
+    def __init__(self, directory: Path):
+        self._user_key = devkeys.load_private_key(str(directory / "issuer-key.pem"))
+        self._approval_key = devkeys.load_private_key(str(directory / "approval-key.pem"))
+
+    def token(self, sub: str, tenant: str, scopes: Sequence[str] = (),
+              roles: Sequence[str] = (), audience: str = devkeys.DEV_AUDIENCE,
+              ttl: int = 900) -> str:
+        claims = devkeys.user_claims(issuer=devkeys.DEV_ISSUER, audience=audience, sub=sub,
+                                     tenant=tenant, scopes=list(scopes), roles=list(roles),
+                                     ttl=ttl)
+        return devkeys.mint(self._user_key, "dev-1", "RS256", claims)
+
+    def approval(self, approver: str, digest: str, roles: Sequence[str] = ("approver",)) -> str:
+        claims = devkeys.approval_claims(issuer=devkeys.DEV_APPROVAL_ISSUER, approver=approver,
+                                         digest=digest, roles=list(roles), ttl=120)
+        return devkeys.mint(self._approval_key, "approvals-1", "ES256", claims)
+
+
+def dev_setup(directory: Path, bundle: Path = ROOT / "policies") -> tuple[Path, DevIdentity]:
+    """Development keys and a service config in ``directory`` (default bundle, listings on)."""
+    listing = listing_bundle(bundle, directory / "bundle")
+    config = devkeys.write_dev_setup(str(directory), str(listing))
+    document = yaml.safe_load(config.read_text())
+    document["policy"]["entrypoint"] = LISTING_ENTRYPOINT
+    document["policy"]["watch"] = False
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    return config, DevIdentity(directory)
