@@ -31,6 +31,7 @@ from adapter_support import (
 )
 
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
+from mcp_authz.decisions import DecisionRecord
 from support import JsonServer, Keys, decide_request
 
 IN_TENANT = "/srv/mcp/acme/notes.txt"
@@ -107,6 +108,16 @@ def _authzen(running: Running, token: str, tool: str, arguments: dict[str, Any])
     return body["decision"], reasons[0]["code"] if reasons else "", body["context"]["decision_id"]
 
 
+class _Capture:
+    """An observer on the decision path: what the policy saw."""
+
+    def __init__(self, inputs: list[Any]):
+        self.inputs = inputs
+
+    def observe(self, record: DecisionRecord) -> None:
+        self.inputs.append(record.input)
+
+
 APIS = {"native": _native, "ext_authz": _ext_authz, "ext_mcp": _ext_mcp, "authzen": _authzen}
 DECISION_IDS: list[str] = []
 TOKENS: list[str] = []
@@ -125,6 +136,23 @@ def test_all_four_apis_agree(running: Running, keys: Keys, case: str, claims: An
         outcomes[name] = (got_allow, got_reason)
         DECISION_IDS.append(decision_id)
     assert outcomes == dict.fromkeys(APIS, (allow, reason))
+
+
+def test_authzen_approval_tokens_are_verified_and_never_reach_the_input(
+        running: Running, keys: Keys) -> None:
+    token = keys.token(scopes=("files:write",))
+    approval = keys.approval_token("bob", "0" * 64)  # signed, but for another request
+    evaluation = mcp_evaluation(token, "delete_file", {"path": IN_TENANT})
+    evaluation["context"] = {"approval_tokens": [approval]}
+    inputs: list[Any] = []
+    running.app.path.add_observer(_Capture(inputs))
+    status, _, body = authzen_post(running.authzen_port, "/access/v1/evaluation", evaluation)
+    assert status == 200 and body["decision"] is False
+    assert "approval_invalid" in [r["code"] for r in body["context"]["reasons"]]
+    seen = json.dumps(inputs)
+    assert "delete_file" in seen and approval not in seen and token not in seen
+    TOKENS.extend([token, approval])
+    DECISION_IDS.append(body["context"]["decision_id"])
 
 
 def test_adapter_decisions_are_in_the_decision_log_without_tokens(log_path: Path) -> None:

@@ -12,7 +12,7 @@ Two ways to read an evaluation (``subject``, ``action``, ``resource``, ``context
   ``subject.id`` as the authenticated PEP asserts it, through ``TrustedSubjectVerifier``, and is
   only ever wired to its own bundle (docs/gateways.md).
 
-The whole AuthZEN request (without the token) is handed to the policy as
+The whole AuthZEN request (without tokens) is handed to the policy as
 ``input.context.authzen``; ``context.tenant``, ``context.server`` and
 ``context.approval_tokens`` name the tenant, the MCP server and approvals.
 """
@@ -91,8 +91,9 @@ def to_request(evaluation: Mapping[str, Any], target: Target, request_id: str = 
         or target.server_resource,
         server_id=_text(server, "id", f"{where}context.server.") or target.server_id,
         bearer_token=credential, request_id=request_id, approval_tokens=tuple(approvals),
-        context={"authzen": {"subject": visible_subject, "action": action,
-                             "resource": resource, "context": context}},
+        context={"authzen": {"subject": visible_subject, "action": action, "resource": resource,
+                             "context": {k: v for k, v in context.items()
+                                         if k != "approval_tokens"}}},
         **_target_fields(action["name"], resource, where))
 
 

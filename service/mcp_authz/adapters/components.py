@@ -79,6 +79,8 @@ class NativeAdapters:
         if server is None:
             raise MCPAuthzError("adapters: the native gRPC server is not running")
         server.add_generic_rpc_handlers(self._handlers)
+        log.info("gateway adapters %s on the native gRPC server (port %d)",
+                 ", ".join(h.service_name() for h in self._handlers), self._app.grpc.port)
 
     def stop(self, grace: float) -> None:
         """The native server's own component drains and stops it."""
@@ -112,6 +114,8 @@ class AdapterGrpcServer:
             raise MCPAuthzError(f"adapters: cannot bind {self.listen}")
         server.start()
         self.server = server
+        log.info("gateway adapters %s listening on %s (port %d)",
+                 ", ".join(h.service_name() for h in self._handlers), self.listen, self.port)
 
     def stop(self, grace: float) -> None:
         if self._health is not None:
@@ -165,6 +169,8 @@ class AuthzenComponent:
             raise MCPAuthzError(f"adapters.authzen.listen: cannot bind {self.config.listen}: "
                                 f"{exc.strerror}") from exc
         self.port = self.server.server_address[1]
+        log.info("AuthZEN (%s subjects) listening on %s (port %d)", self.config.subject_mode,
+                 self.config.listen, self.port)
         self._thread = threading.Thread(target=self.server.serve_forever, name="authzen",
                                         daemon=True)
         self._thread.start()
