@@ -261,6 +261,24 @@ def _ensure_id(request: DecisionRequest) -> DecisionRequest:
     return dataclasses.replace(request, request_id=str(uuid.uuid4()))
 
 
+_FAILURES = (grpc.RpcError, GarbageAnswer, ValueError, TypeError)
+
+
+def _encoded(request: DecisionRequest) -> pb.DecideRequest | Decision:
+    """The request as sent, or a deny when it cannot be encoded (e.g. a non-JSON argument)."""
+    try:
+        return request_to_proto(request)
+    except (ValueError, TypeError) as exc:
+        return deny(INVALID_REQUEST, f"the request cannot be encoded: {exc}", request.request_id)
+
+
+def _reason_for(error: Exception) -> Reason:
+    """The deny reason for anything that went wrong in a call: never an allow."""
+    if isinstance(error, grpc.RpcError):
+        return failure_reason(error)
+    return Reason(POLICY_ERROR, f"the decision service's answer is unusable: {error}")
+
+
 def _hidden_filter(names: Sequence[str], reason: Reason) -> ToolFilter:
     return ToolFilter(frozenset(), {name: (reason,) for name in names})
 
@@ -276,17 +294,13 @@ class DecisionClient:
 
     def decide(self, request: DecisionRequest) -> Decision:
         request = _ensure_id(request)
-        try:
-            message = request_to_proto(request)
-        except (ValueError, TypeError) as exc:
-            return deny(INVALID_REQUEST, f"the request cannot be encoded: {exc}",
-                        request.request_id)
+        message = _encoded(request)
+        if isinstance(message, Decision):
+            return message
         try:
             return decision_from_proto(self._call(self._stub.Decide, message), request.request_id)
-        except grpc.RpcError as exc:
-            reason = failure_reason(exc)
-        except GarbageAnswer as exc:
-            reason = Reason(POLICY_ERROR, f"the decision service answered garbage: {exc}")
+        except _FAILURES as exc:
+            reason = _reason_for(exc)
         return deny(reason.code, reason.message, request.request_id)
 
     def filter_tools(self, request: DecisionRequest, tools: Sequence[Any]) -> ToolFilter:
@@ -296,10 +310,8 @@ class DecisionClient:
         try:
             message = filter_request_to_proto(_ensure_id(request), pairs)
             return filter_from_proto(self._call(self._stub.FilterTools, message), names)
-        except grpc.RpcError as exc:
-            return _hidden_filter(names, failure_reason(exc))
-        except (GarbageAnswer, ValueError, TypeError) as exc:
-            return _hidden_filter(names, Reason(POLICY_ERROR, f"tools cannot be filtered: {exc}"))
+        except _FAILURES as exc:
+            return _hidden_filter(names, _reason_for(exc))
 
     def _call(self, method: Any, message: Any) -> Any:
         attempts = _Attempts(self.options)
@@ -343,18 +355,14 @@ class AsyncDecisionClient:
 
     async def decide(self, request: DecisionRequest) -> Decision:
         request = _ensure_id(request)
-        try:
-            message = request_to_proto(request)
-        except (ValueError, TypeError) as exc:
-            return deny(INVALID_REQUEST, f"the request cannot be encoded: {exc}",
-                        request.request_id)
+        message = _encoded(request)
+        if isinstance(message, Decision):
+            return message
         try:
             answer = await self._call("Decide", message)
             return decision_from_proto(answer, request.request_id)
-        except grpc.RpcError as exc:
-            reason = failure_reason(exc)
-        except GarbageAnswer as exc:
-            reason = Reason(POLICY_ERROR, f"the decision service answered garbage: {exc}")
+        except _FAILURES as exc:
+            reason = _reason_for(exc)
         return deny(reason.code, reason.message, request.request_id)
 
     async def filter_tools(self, request: DecisionRequest, tools: Sequence[Any]) -> ToolFilter:
@@ -364,10 +372,8 @@ class AsyncDecisionClient:
         try:
             message = filter_request_to_proto(_ensure_id(request), pairs)
             return filter_from_proto(await self._call("FilterTools", message), names)
-        except grpc.RpcError as exc:
-            return _hidden_filter(names, failure_reason(exc))
-        except (GarbageAnswer, ValueError, TypeError) as exc:
-            return _hidden_filter(names, Reason(POLICY_ERROR, f"tools cannot be filtered: {exc}"))
+        except _FAILURES as exc:
+            return _hidden_filter(names, _reason_for(exc))
 
     async def _call(self, name: str, message: Any) -> Any:
         method = getattr(self._stub_for_loop(), name)
