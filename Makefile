@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	# OPA's Go engine for `mcp-authz test --compare-opa`: its metadata asks for Python 3.14 but
 	# it runs on 3.11, which pip can only be told here, not in pyproject.toml.
-	$(PY) -m pip install -q --ignore-requires-python opa-golib-python-bindings==0.4.*
+	$(PY) -m pip install -q --ignore-requires-python 'opa-golib-python-bindings==0.4.*'
 	touch $(STAMP)
 
 install: $(STAMP) $(PB)
