@@ -23,6 +23,7 @@ from .bundles import (
     read_files,
 )
 from .engine import CompiledPolicy, compile_bundle
+from .engine_worker import run_worker
 from .errors import BundleError, PolicyError
 from .signing import Verification
 
@@ -58,8 +59,10 @@ class PolicyStore:
 
     def __init__(self, entrypoint: str, clock: Callable[[], int] = time.time_ns, *,
                  verification: Verification | None = None,
-                 max_file_bytes: int = MAX_FILE_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES):
+                 max_file_bytes: int = MAX_FILE_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES,
+                 precheck_timeout: float | None = None):
         self._entrypoint = entrypoint
+        self._precheck_timeout = precheck_timeout
         self._clock = clock
         self._verification = verification
         self.max_file_bytes = max_file_bytes
@@ -80,8 +83,15 @@ class PolicyStore:
         self._listeners.append(listener)
 
     def activate(self, contents: BundleContents) -> CompiledPolicy:
-        """Compile and smoke-evaluate ``contents``, then swap it in. Raises BundleError."""
+        """Compile and smoke-evaluate ``contents`` (without its test modules), then swap it in.
+
+        With ``precheck_timeout`` set, the bundle is first compiled and smoke-evaluated in a
+        child process, so a bundle that crashes regopy is refused instead of killing the
+        service. Raises BundleError."""
+        contents = contents.for_serving()
         try:
+            if self._precheck_timeout is not None:
+                self._precheck(contents, self._precheck_timeout)
             policy = compile_bundle(contents, self._entrypoint)
             try:
                 policy.evaluate(SMOKE_INPUT)
@@ -100,6 +110,16 @@ class PolicyStore:
         log.info("activated policy revision %r from %s", policy.revision, contents.source)
         self._emit(True)
         return policy
+
+    def _precheck(self, contents: BundleContents, timeout: float) -> None:
+        job = {"op": "compile", "modules": dict(contents.modules), "data": contents.data,
+               "entrypoint": self._entrypoint, "smoke": SMOKE_INPUT}
+        records, crash = run_worker(job, timeout)
+        if crash:
+            raise BundleError(f"the engine died compiling or smoke-evaluating this bundle "
+                              f"({crash.partition(chr(10))[0]}); it was not activated")
+        if not records or records[0].get("error"):
+            raise BundleError(records[0]["error"] if records else "no result from the engine")
 
     def activate_path(self, path: str) -> CompiledPolicy:
         try:

@@ -8,6 +8,7 @@ file it concerns. Nothing here compiles Rego; ``engine.compile_bundle`` does.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -28,6 +29,7 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_TOTAL_BYTES = 256 * 1024 * 1024
 MAX_FILES = 10000
 DATA_FILES = ("data.json", "data.yaml", "data.yml")
+TEST_FILE_SUFFIX = "_test.rego"
 PACKAGE_RE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)", re.MULTILINE)
 
 
@@ -56,6 +58,16 @@ class BundleContents:
     files: Mapping[str, bytes] = field(repr=False)
     source: str = ""
     lookups: tuple[Lookup, ...] = ()
+
+    def for_serving(self) -> BundleContents:
+        """The bundle without its ``*_test.rego`` modules: tests are for ``mcp-authz test``.
+
+        Served, they would cost every query time (regopy's per-query cost grows with the number
+        of rules) and could crash the engine at compile time (``with input as`` on rules that
+        call builtins aborts regopy)."""
+        modules = {name: text for name, text in self.modules.items()
+                   if not name.endswith(TEST_FILE_SUFFIX)}
+        return dataclasses.replace(self, modules=modules)
 
     def packages(self) -> dict[str, str]:
         """Each module's package name, by file."""

@@ -70,7 +70,10 @@ class PolicyConfig:
 
     ``bundle`` is a directory or tarball (watched when ``watch``) or an http(s) URL (polled every
     ``poll_interval_seconds`` with ETag, jitter and exponential backoff up to
-    ``backoff_max_seconds``; the last activated bundle is kept in ``persist_dir``)."""
+    ``backoff_max_seconds``; the last activated bundle is kept in ``persist_dir``).
+    ``precheck_timeout_seconds`` (0 turns it off): each new bundle is first compiled and
+    smoke-evaluated in a child process, so a bundle that crashes the engine is refused instead
+    of taking the service down."""
 
     bundle: str = "policies"
     entrypoint: str = "mcp/authz/decision"
@@ -86,6 +89,7 @@ class PolicyConfig:
     persist_dir: str = ""
     max_file_bytes: int = 64 * 1024 * 1024
     max_total_bytes: int = 256 * 1024 * 1024
+    precheck_timeout_seconds: float = 300.0
     signing: SigningConfig | None = None
     shadow: ShadowConfig | None = None
 

@@ -249,7 +249,8 @@ def policy_store(config: Config) -> PolicyStore:
             raise ConfigError([f"policy.signing: {exc}"]) from exc
     return PolicyStore(policy.entrypoint, verification=verification,
                        max_file_bytes=policy.max_file_bytes,
-                       max_total_bytes=policy.max_total_bytes)
+                       max_total_bytes=policy.max_total_bytes,
+                       precheck_timeout=policy.precheck_timeout_seconds or None)
 
 
 def bundle_source(store: PolicyStore, location: str, config: Config, persist: bool = True,

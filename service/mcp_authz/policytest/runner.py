@@ -17,11 +17,12 @@ from pathlib import Path
 
 from ..bundles import BundleContents, load_bundle
 from ..engine import DEFAULT_ENTRYPOINT
+from ..engine_worker import run_worker
 from ..errors import BundleError
 from ..evaluation import OfflineDecider
 from .fixtures import FIXTURE_SUFFIXES, Case, is_fixture_file, load_fixture_file, run_case
 from .results import FixtureError, Result
-from .units import CRASH_HINT, UnitRunner, UnitTest, discover, isolate, run_worker
+from .units import CRASH_HINT, UnitRunner, UnitTest, discover, isolate
 
 _TARBALL_SUFFIXES = (".tar.gz", ".tgz")
 _PROBE_MODULE = "<mcp-authz compile probe>.rego"

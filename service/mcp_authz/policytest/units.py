@@ -9,20 +9,16 @@ rule blanked: the test that still kills its child is the one reported as crashed
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..bundles import BundleContents
+from ..bundles import TEST_FILE_SUFFIX, BundleContents
+from ..engine_worker import run_worker
 from .results import ERROR, Result
 from .source import blank, package_of, statements
 
-TEST_FILE_SUFFIX = "_test.rego"
 CRASH_HINT = ("`with input as` on rules that call builtins crashes regopy: call a function "
               "taking the input instead")
 
@@ -116,28 +112,3 @@ class UnitRunner:
         first, _, rest = (problem or "no result from the test process").partition("\n")
         return Result("rego", test.name, self.display.get(test.module, test.module), test.line,
                       ERROR, f"{first}; {CRASH_HINT}", detail=rest)
-
-
-def run_worker(job: Mapping[str, Any], timeout: float) -> tuple[list[dict[str, Any]], str]:
-    """Run one job in a child; its JSON records, and "" or why the child died (first line: the
-    reason, then the child's last output)."""
-    command = [sys.executable, "-m", "mcp_authz.policytest._worker"]
-    try:
-        done = subprocess.run(command, input=json.dumps(job, ensure_ascii=False),
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return [], f"regopy did not finish within {timeout:g} s"
-    records = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-    if done.returncode == 0:
-        return records, ""
-    return records, _death(done.returncode) + "\n" + done.stderr[-2000:].strip()
-
-
-def _death(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"regopy crashed (signal {-returncode}, {name})"
-    return f"the test process exited with status {returncode}"
