@@ -1,0 +1,97 @@
+"""Config: every problem reported with its YAML path before anything starts; env overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcp_authz.config import load_config
+from mcp_authz.errors import ConfigError
+
+ISSUER = """
+identity:
+  issuers:
+    - issuer: https://issuer.example
+      jwks_file: jwks.json
+"""
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_minimal_config_and_relative_paths(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, ISSUER), environ={})
+    assert config.server.listen == "127.0.0.1:50051"
+    assert config.path(config.identity.issuers[0].jwks_file) == str(tmp_path / "jwks.json")
+
+
+def test_every_problem_is_reported_with_its_path(tmp_path: Path) -> None:
+    text = """
+server:
+  listen: nowhere
+  max_workers: "many"
+  colour: blue
+identity:
+  issuers:
+    - issuer: https://issuer.example
+      jwks_file: a.json
+      jwks_url: https://issuer.example/jwks
+      algorithms: [HS256, none]
+limits:
+  max_depth: 0
+"""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), environ={})
+    problems = "\n".join(info.value.problems)
+    for expected in ("server.listen: expected HOST:PORT",
+                     "server.max_workers: expected int, got str",
+                     "server.colour: unknown option",
+                     "identity.issuers[0]: set exactly one of jwks_file and jwks_url",
+                     "identity.issuers[0].algorithms[0]: 'HS256' is not allowed",
+                     "identity.issuers[0].algorithms[1]: 'none' is not allowed",
+                     "limits.max_depth: must be at least 1"):
+        assert expected in problems
+
+
+def test_no_issuer_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="identity.issuers: at least one issuer"):
+        load_config(_write(tmp_path, "server: {}\n"), environ={})
+
+
+def test_invalid_yaml_names_file_line_col(tmp_path: Path) -> None:
+    path = _write(tmp_path, "server:\n  listen: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml:\d+:\d+: invalid YAML"):
+        load_config(path, environ={})
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, ISSUER), environ={
+        "MCP_AUTHZ__SERVER__LISTEN": "0.0.0.0:6000",
+        "MCP_AUTHZ__LIMITS__MAX_BATCH": "7",
+        "UNRELATED": "x"})
+    assert config.server.listen == "0.0.0.0:6000" and config.limits.max_batch == 7
+    with pytest.raises(ConfigError, match="limits.max_batch: expected int"):
+        load_config(_write(tmp_path, ISSUER), environ={"MCP_AUTHZ__LIMITS__MAX_BATCH": "lots"})
+
+
+def test_serve_with_a_bad_config_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    path = _write(tmp_path, "server:\n  listen: nowhere\n")
+    done = subprocess.run([sys.executable, "-m", "mcp_authz.cli", "serve", "--config", path],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "server.listen" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_token_command_refuses_a_production_config(tmp_path: Path) -> None:
+    path = _write(tmp_path, ISSUER)
+    done = subprocess.run([sys.executable, "-m", "mcp_authz.cli", "token", "--config", path,
+                           "--sub", "alice", "--tenant", "acme"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "development" in done.stderr
+    assert "Traceback" not in done.stderr and not done.stdout
