@@ -105,7 +105,9 @@ class ClaimsConfig:
 
 
 @dataclass(frozen=True)
-class IssuerConfig:
+class KeySourceConfig:
+    """A token issuer and where its public keys come from (a JWKS file or URL)."""
+
     issuer: str = ""
     jwks_file: str = ""
     jwks_url: str = ""
@@ -116,23 +118,22 @@ class IssuerConfig:
     jwks_cache_seconds: int = 300
     jwks_max_stale_seconds: int = 86400
     jwks_min_refresh_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class IssuerConfig(KeySourceConfig):
+    """An identity provider whose access tokens the service accepts."""
+
     claims: ClaimsConfig = field(default_factory=ClaimsConfig)
 
 
 @dataclass(frozen=True)
-class ApprovalConfig:
+class ApprovalConfig(KeySourceConfig):
     """The approval service's key: approval tokens are verified against it and nothing else."""
 
-    issuer: str = ""
-    jwks_file: str = ""
-    jwks_url: str = ""
-    jwks_ca_file: str = ""
     algorithms: tuple[str, ...] = ("ES256", "RS256")
     leeway_seconds: int = 10
     max_lifetime_seconds: int = 900
-    jwks_cache_seconds: int = 300
-    jwks_max_stale_seconds: int = 86400
-    jwks_min_refresh_seconds: float = 10.0
     roles_claim: str = "roles"
 
 
@@ -493,7 +494,7 @@ def _observability_checks(log: DecisionLogConfig, metrics: MetricsConfig) -> lis
     return problems
 
 
-def _key_source_checks(where: str, source: IssuerConfig | ApprovalConfig) -> list[str]:
+def _key_source_checks(where: str, source: KeySourceConfig) -> list[str]:
     problems = []
     if not source.issuer:
         problems.append(f"{where}.issuer: required")

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import jwt
 
-from .config import ApprovalConfig, Config, IssuerConfig
+from .config import ApprovalConfig, Config, IssuerConfig, KeySourceConfig
 from .errors import IdentityError
 from .jwks import JwksUnavailable, KeySet
 from .model import Approval, Subject
@@ -226,7 +226,7 @@ def build_verifiers(config: Config) -> tuple[JwtVerifier, JwtApprovalVerifier | 
     return verifier, approval
 
 
-def _key_set(config: Config, cfg: IssuerConfig | ApprovalConfig) -> KeySet:
+def _key_set(config: Config, cfg: KeySourceConfig) -> KeySet:
     return KeySet(file=config.path(cfg.jwks_file), url=cfg.jwks_url,
                   ca_file=config.path(cfg.jwks_ca_file), cache_seconds=cfg.jwks_cache_seconds,
                   max_stale_seconds=cfg.jwks_max_stale_seconds,
