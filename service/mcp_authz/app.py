@@ -13,9 +13,11 @@ from typing import Protocol
 
 import grpc
 
+from .activation import PolicyStatus
 from .adapters.components import adapter_components
 from .audit import DecisionLog
 from .config import Config
+from .decision_cache import DecisionCache
 from .decisions import DecisionPath
 from .identity import build_verifiers
 from .metrics import Metrics
@@ -23,6 +25,7 @@ from .monitoring import MonitoringServer
 from .server import HealthReporter, create_server
 from .shadow import shadow_from_config
 from .sources import bundle_source, policy_store
+from .worker_state import WorkerBoard
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,8 @@ class GrpcComponent:
         metrics = self._app.metrics
         self.server, self.port, self.health = create_server(
             self._app.config, self._app.path, self._app.store, self._listen,
-            in_flight=metrics.rpc_in_flight if metrics else contextlib.nullcontext)
+            in_flight=metrics.rpc_in_flight if metrics else contextlib.nullcontext,
+            board=self._app.worker)
 
     def stop(self, grace: float) -> None:
         if self.server is not None:
@@ -57,17 +61,26 @@ class GrpcComponent:
 class App:
     """Everything ``mcp-authz serve`` runs, built from one validated config."""
 
-    def __init__(self, config: Config, bundle: str | None = None, listen: str | None = None):
+    def __init__(self, config: Config, bundle: str | None = None, listen: str | None = None,
+                 worker: WorkerBoard | None = None):
         self.config = config
         self.bundle = config.path(bundle or config.policy.bundle)
+        #: set in a worker of a group (workers.py): its slot on the group's status board
+        self.worker = worker
         verifier, approvals = build_verifiers(config)
         self.store = policy_store(config)
-        self.path = DecisionPath(self.store, verifier, approvals, config.limits)
+        self.path = DecisionPath(self.store, verifier, approvals, config.limits,
+                                 cache=DecisionCache.from_config(config.cache))
         self.grpc = GrpcComponent(self, listen)
         # the bundle source activates the first revision when it starts (after the gRPC server,
-        # which answers NOT_SERVING / UNAVAILABLE until then), then watches or polls
+        # which answers NOT_SERVING / UNAVAILABLE until then), then watches or polls. A worker
+        # binds its shared port only after its first activation, so the kernel never hands a
+        # connection to a worker that is still compiling (a restarted one, say).
         self.source = bundle_source(self.store, self.bundle, config)
-        self.components: list[Component] = [self.grpc, self.source]
+        self.components: list[Component] = (
+            [self.grpc, self.source] if worker is None else [self.source, self.grpc])
+        if worker is not None:
+            self.store.on_change(self._publish)
         self.shadow = shadow_from_config(config)
         if self.shadow is not None:
             self.path.add_observer(self.shadow)
@@ -84,14 +97,18 @@ class App:
         stopped after it, so the last drained decisions are still counted and written."""
         first: list[Component] = []
         if self.config.metrics.enabled:
-            self.metrics = Metrics(self.config.metrics)
+            # in a worker group the supervisor serves the ops port, summing every worker's files
+            self.metrics = Metrics(self.config.metrics, multiprocess=self.worker is not None)
             self.store.on_change(self.metrics.policy_changed)
             self.path.add_observer(self.metrics)
-            self.monitoring = MonitoringServer(self.config.metrics.listen, self.metrics,
-                                               self.readiness)
-            first.append(self.monitoring)
+            if self.worker is None:
+                self.monitoring = MonitoringServer(self.config.metrics.listen, self.metrics,
+                                                   self.readiness)
+                first.append(self.monitoring)
         if self.config.decision_log.enabled:
-            self.decision_log = DecisionLog.from_config(self.config, self.store, self.metrics)
+            self.decision_log = DecisionLog.from_config(
+                self.config, self.store, self.metrics,
+                worker=self.worker.index if self.worker is not None else None)
             self.path.add_observer(self.decision_log)
             first.append(self.decision_log)
         self.components[:0] = first
@@ -105,13 +122,21 @@ class App:
             return "no active policy"
         return "starting" if health is None else "shutting down"
 
+    def _publish(self, status: PolicyStatus, activated: bool = False) -> None:
+        """Put this worker's revision and health on the group's board, once it listens."""
+        health = self.grpc.health
+        if self.worker is not None and health is not None:
+            self.worker.publish(status, health.serving())
+
     def start(self) -> None:
         for component in self.components:
             component.start()
+        self._publish(self.store.status())
 
     def stop(self, grace: float | None = None) -> None:
         grace = self.config.server.grace_seconds if grace is None else grace
         if self.grpc.health is not None:
             self.grpc.health.shutting_down()
+        self._publish(self.store.status())
         for component in reversed(self.components):
             component.stop(grace)

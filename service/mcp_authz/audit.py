@@ -24,10 +24,11 @@ import logging
 import os
 import queue
 import re
+import select
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
@@ -72,13 +73,32 @@ class StreamSink:
         self._stream = stream
 
     def write(self, lines: Sequence[str]) -> None:
+        """Whole lines, at most ``PIPE_BUF`` bytes per flush (a longer line alone): each flush
+        is one write(2), which a pipe keeps whole, so the lines of several worker processes
+        sharing one stdout never interleave mid-line."""
         stream = self._stream or sys.stdout
-        stream.write("".join(lines))
-        stream.flush()
+        for chunk in line_chunks(lines, select.PIPE_BUF):
+            stream.write(chunk)
+            stream.flush()
 
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
+
+
+def line_chunks(lines: Sequence[str], limit: int) -> Iterator[str]:
+    """``lines`` joined into chunks of at most ``limit`` UTF-8 bytes, never splitting a line."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line.encode("utf-8"))
+        if chunk and size + length > limit:
+            yield "".join(chunk)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += length
+    if chunk:
+        yield "".join(chunk)
 
 
 class RotatingFileSink:
@@ -162,12 +182,18 @@ class DecisionLog:
 
     @classmethod
     def from_config(cls, config: Config, policies: PolicySource,
-                    counters: LogCounters | None = None) -> DecisionLog:
+                    counters: LogCounters | None = None, worker: int | None = None) -> DecisionLog:
+        """``worker``: the index of this process in a worker group, which writes its own file
+        (``decisions.log`` -> ``decisions.w1.log``) so rotation never races another process."""
         settings = config.decision_log
         sink: Sink = StreamSink()
         if settings.sink == "file":
-            sink = RotatingFileSink(config.path(settings.path), settings.max_bytes,
-                                    settings.backups)
+            path = config.path(settings.path)
+            if worker is not None:
+                stem, dot, suffix = path.rpartition(".")
+                path = (f"{stem}.w{worker}.{suffix}" if dot and "/" not in suffix
+                        else f"{path}.w{worker}")
+            sink = RotatingFileSink(path, settings.max_bytes, settings.backups)
         return cls(settings, policies, sink, counters)
 
     def observe(self, record: DecisionRecord) -> None:

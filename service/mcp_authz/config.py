@@ -39,6 +39,20 @@ class ServerConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     grace_seconds: float = 10.0
     reflection: bool = True
+    #: Worker processes serving ``listen`` together (SO_REUSEPORT, workers.py); 0 = one per
+    #: core, 1 = a single process with no supervisor.
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The decision cache (decision_cache.py): off unless enabled. Entries are keyed by the
+    active revision and the canonical input document (time excluded), and never outlive
+    ``max_age_seconds``, the subject token's expiry or the revision."""
+
+    enabled: bool = False
+    max_entries: int = 10000
+    max_age_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,10 @@ class IdentityConfig:
     issuers: tuple[IssuerConfig, ...] = ()
     approval: ApprovalConfig | None = None
     max_token_bytes: int = 16384
+    #: Verified bearer tokens kept (by SHA-256 of the token and the audience) until their
+    #: ``exp`` or for ``token_cache_seconds``, whichever comes first; 0 turns the cache off.
+    token_cache_size: int = 10000
+    token_cache_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -343,6 +361,7 @@ class Config:
     decision_log: DecisionLogConfig = field(default_factory=DecisionLogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     adapters: AdaptersConfig = field(default_factory=AdaptersConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     base_dir: str = "."
 
     def path(self, value: str) -> str:
@@ -450,6 +469,7 @@ def _cross_checks(config: Config) -> list[str]:
     for name in ("max_workers", "max_concurrent_requests", "max_message_bytes"):
         if getattr(config.server, name) is not None and getattr(config.server, name) < 1:
             problems.append(f"server.{name}: must be at least 1")
+    problems.extend(_performance_checks(config))
     for f in dataclasses.fields(LimitsConfig):
         if (getattr(config.limits, f.name) or 0) < 1:
             problems.append(f"limits.{f.name}: must be at least 1")
@@ -462,6 +482,22 @@ def _cross_checks(config: Config) -> list[str]:
     problems.extend(_observability_checks(config.decision_log, config.metrics))
     problems.extend(_policy_checks(config.policy))
     problems.extend(_adapter_checks(config.adapters))
+    return problems
+
+
+def _performance_checks(config: Config) -> list[str]:
+    """Workers, the token cache and the decision cache (docs/performance.md)."""
+    problems = []
+    if (config.server.workers or 0) < 0:
+        problems.append("server.workers: must be 0 (one per core) or more")
+    if (config.identity.token_cache_size or 0) < 0:
+        problems.append("identity.token_cache_size: must be 0 (off) or more")
+    if (config.identity.token_cache_seconds or 0) <= 0:
+        problems.append("identity.token_cache_seconds: must be greater than 0")
+    if (config.cache.max_entries or 0) < 1:
+        problems.append("cache.max_entries: must be at least 1")
+    if (config.cache.max_age_seconds or 0) <= 0:
+        problems.append("cache.max_age_seconds: must be greater than 0")
     return problems
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .config import LimitsConfig
+from .decision_cache import DecisionCache
 from .engine import CompiledPolicy, PolicyResult
 from .errors import IdentityError, LimitExceeded, NoPolicyError, PolicyError, RequestError
 from .identity import ApprovalVerifier, TokenVerifier, request_digest
@@ -43,6 +44,8 @@ class DecisionRecord:
     subject: Subject | None
     engine_seconds: float
     total_seconds: float
+    #: the decision cache's part: "hit", "miss", "bypass", or "" (no cache, or no evaluation)
+    cache: str = ""
 
 
 class DecisionObserver(Protocol):
@@ -62,8 +65,9 @@ class DecisionPath:
     def __init__(self, policies: PolicySource, verifier: TokenVerifier,
                  approvals: ApprovalVerifier | None, limits: LimitsConfig,
                  clock: Callable[[], int] = time.time_ns,
-                 observers: Sequence[DecisionObserver] = ()):
+                 observers: Sequence[DecisionObserver] = (), cache: DecisionCache | None = None):
         self._policies = policies
+        self._cache = cache
         self._verifier = verifier
         self._approvals = approvals
         self._limits = limits
@@ -81,17 +85,19 @@ class DecisionPath:
         subject, problem = self._identify(request, now_ns)
         document: dict[str, Any] | None = None
         engine_seconds = 0.0
+        cached = ""
         if problem is not None:
             result = _deny(problem)
         else:
             assert subject is not None
             document = self.input_document(request, subject, policy, now_ns)
             engine_started = time.perf_counter()
-            result = _evaluate(policy, document)
+            result, cached = self._evaluate(policy, document, subject, bool(
+                request.approval_tokens))
             engine_seconds = time.perf_counter() - engine_started
         decision = _decision(request.request_id, result, policy.revision, now_ns)
         self._notify(DecisionRecord(request, decision, document, subject, engine_seconds,
-                                    time.perf_counter() - started))
+                                    time.perf_counter() - started, cached))
         return decision
 
     def filter_tools(self, request: DecisionRequest,
@@ -116,7 +122,7 @@ class DecisionPath:
         for name, hints in tools:
             document = self.input_document(base, subject, policy, now_ns,
                                            tool=(name, dict(hints)))
-            outcome = _evaluate(policy, document)
+            outcome, _ = self._evaluate(policy, document, subject, False)
             result.append(ToolVisibility(name, outcome.allow, outcome.reasons))
         return result, policy.revision
 
@@ -171,6 +177,21 @@ class DecisionPath:
         document["lookup"] = policy.lookups(document)
         return document
 
+    def _evaluate(self, policy: CompiledPolicy, document: dict[str, Any], subject: Subject,
+                  approvals: bool) -> tuple[PolicyResult, str]:
+        """The policy's result for ``document`` (through the decision cache when it is on and
+        the request carries no approval tokens), and the cache's part in it."""
+        if self._cache is None or approvals:
+            return _evaluate(policy, encode_input(document)), ""
+        now_ns = document["now_ns"]
+        key_json = encode_input({k: v for k, v in document.items() if k != "now_ns"})
+        input_json = f'{key_json[:-1]},"now_ns":{now_ns}}}'
+        try:
+            return self._cache.decide(policy, key_json, input_json, now_ns,
+                                      subject.expires_at * 1_000_000_000, policy.evaluate)
+        except PolicyError as exc:
+            return _policy_error(policy, exc), ""
+
     def _notify(self, record: DecisionRecord) -> None:
         for observer in self._observers:
             try:
@@ -188,12 +209,16 @@ def digest_target(request: DecisionRequest) -> tuple[str, Mapping[str, Any]]:
     return request.tool_name, request.tool_arguments
 
 
-def _evaluate(policy: CompiledPolicy, document: Mapping[str, Any]) -> PolicyResult:
+def _evaluate(policy: CompiledPolicy, input_json: str) -> PolicyResult:
     try:
-        return policy.evaluate(encode_input(document))
+        return policy.evaluate(input_json)
     except PolicyError as exc:
-        log.warning("policy error on revision %s: %s", policy.revision, exc)
-        return _deny(Reason("policy_error", "the policy could not decide this request"))
+        return _policy_error(policy, exc)
+
+
+def _policy_error(policy: CompiledPolicy, error: PolicyError) -> PolicyResult:
+    log.warning("policy error on revision %s: %s", policy.revision, error)
+    return _deny(Reason("policy_error", "the policy could not decide this request"))
 
 
 def encode_input(document: Mapping[str, Any]) -> str:

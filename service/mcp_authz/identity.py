@@ -21,6 +21,7 @@ from .config import ApprovalConfig, Config, IssuerConfig, KeySourceConfig
 from .errors import IdentityError
 from .jwks import JwksUnavailable, KeySet
 from .model import Approval, Subject
+from .tokencache import CachedVerifier
 
 
 class TokenVerifier(Protocol):
@@ -215,10 +216,14 @@ class JwtApprovalVerifier:
                         issued_at=int(claims["iat"]), digest=digest)
 
 
-def build_verifiers(config: Config) -> tuple[JwtVerifier, JwtApprovalVerifier | None]:
-    """The verifiers a config describes, each issuer with its own cached key set."""
+def build_verifiers(config: Config) -> tuple[TokenVerifier, JwtApprovalVerifier | None]:
+    """The verifiers a config describes, each issuer with its own cached key set, verified
+    bearer tokens cached (tokencache.py) unless ``identity.token_cache_size`` is 0."""
     issuers = [(cfg, _key_set(config, cfg)) for cfg in config.identity.issuers]
-    verifier = JwtVerifier(issuers, config.identity.max_token_bytes)
+    verifier: TokenVerifier = JwtVerifier(issuers, config.identity.max_token_bytes)
+    if config.identity.token_cache_size:
+        verifier = CachedVerifier(verifier, config.identity.token_cache_size,
+                                  config.identity.token_cache_seconds)
     approval = None
     if config.identity.approval is not None:
         cfg = config.identity.approval

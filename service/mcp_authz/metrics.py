@@ -10,9 +10,14 @@ and ``tool`` labels exist only when ``metrics.per_tenant_labels`` / ``per_tool_l
 and keep at most ``max_label_values`` distinct values each. Anything past a bound is ``other``.
 
 Keeping the definitions here is what lets a multi-process server switch prometheus-client's
-multiprocess mode on in one place (``exposition`` is the only reader of the registry); the
-``seconds since last activation`` gauge is computed at scrape time and would need the
-timestamp gauge instead there.
+multiprocess mode on in one place. With workers (``Metrics(..., multiprocess=True)`` in each
+worker, ``PROMETHEUS_MULTIPROC_DIR`` set by the supervisor), every worker writes its values to
+files and the supervisor's ``group_registry`` sums them: counters and histograms add up, the
+in-flight gauge is the sum over live workers, ``policy_active`` and the activation timestamp are
+the minimum over live workers (1 only when every worker has a policy; the oldest activation),
+``mcp_authz_policy_revision_info{revision}`` counts the live workers on each revision (an Info
+metric cannot be shared between processes) and the seconds since the last activation are
+computed by the supervisor at scrape time.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .activation import PolicyStatus
 from .config import MetricsConfig
@@ -34,6 +41,10 @@ from .model import REASON_CODES, SUPPORTED_METHODS
 
 OTHER = "other"
 NONE = "none"
+REVISION_INFO = "mcp_authz_policy_revision_info"
+LAST_ACTIVATION = "mcp_authz_bundle_last_activation_timestamp_seconds"
+SINCE_ACTIVATION = "mcp_authz_bundle_seconds_since_last_activation"
+SINCE_ACTIVATION_HELP = "Seconds since the last successful bundle activation (+Inf: never)."
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5)
 
@@ -59,9 +70,12 @@ class BoundedLabel:
 
 
 class Metrics:
-    def __init__(self, config: MetricsConfig, clock: Callable[[], float] = time.time):
+    def __init__(self, config: MetricsConfig, clock: Callable[[], float] = time.time,
+                 multiprocess: bool = False):
         self.registry = CollectorRegistry()
         self._clock = clock
+        self._multiprocess = multiprocess
+        self._revision_shown = ""
         self._last_success = 0.0
         self._per_tenant = config.per_tenant_labels
         self._per_tool = config.per_tool_labels
@@ -91,25 +105,35 @@ class Metrics:
             "mcp_authz_bundle_activations",
             "Policy bundle activation attempts, by outcome (success or failure).",
             ["outcome"], registry=r)
-        self.revision = Info(
-            "mcp_authz_policy_revision", "The active policy bundle revision.", registry=r)
+        if multiprocess:
+            self.revision_workers = Gauge(
+                REVISION_INFO, "Live workers serving each policy bundle revision.",
+                ["revision"], registry=r, multiprocess_mode="livesum")
+        else:
+            self.revision = Info(
+                "mcp_authz_policy_revision", "The active policy bundle revision.", registry=r)
+            self.since_success = Gauge(
+                SINCE_ACTIVATION, SINCE_ACTIVATION_HELP, registry=r)
+            self.since_success.set_function(self._seconds_since_success)
         self.last_success = Gauge(
-            "mcp_authz_bundle_last_activation_timestamp_seconds",
-            "Unix time of the last successful bundle activation (0: never).", registry=r)
-        self.since_success = Gauge(
-            "mcp_authz_bundle_seconds_since_last_activation",
-            "Seconds since the last successful bundle activation (+Inf: never).", registry=r)
-        self.since_success.set_function(self._seconds_since_success)
+            LAST_ACTIVATION, "Unix time of the last successful bundle activation (0: never).",
+            registry=r, multiprocess_mode="livemin")
         self.policy_active = Gauge(
-            "mcp_authz_policy_active", "1 while a policy is active, 0 otherwise.", registry=r)
+            "mcp_authz_policy_active", "1 while a policy is active, 0 otherwise.", registry=r,
+            multiprocess_mode="livemin")
         self.log_lines_total = Counter(
             "mcp_authz_decision_log_lines", "Decision log lines written.", registry=r)
         self.log_dropped_total = Counter(
             "mcp_authz_decision_log_dropped",
             "Decision log lines dropped, by reason (queue_full, write_error, stopped).",
             ["reason"], registry=r)
+        self.cache_lookups = Counter(
+            "mcp_authz_decision_cache_lookups",
+            "Decision cache use per evaluated decision: hit, miss or bypass (a policy that reads "
+            "the time). Absent when the cache is off.", ["result"], registry=r)
         self.in_flight = Gauge(
-            "mcp_authz_requests_in_flight", "gRPC requests being handled now.", registry=r)
+            "mcp_authz_requests_in_flight", "gRPC requests being handled now.", registry=r,
+            multiprocess_mode="livesum")
         for outcome in ("success", "failure"):
             self.activations.labels(outcome)
         for reason in ("queue_full", "write_error", "stopped"):
@@ -132,6 +156,8 @@ class Metrics:
                 self.token_failures.labels("bearer", reason).inc()
             return
         self.engine_seconds.labels(method).observe(record.engine_seconds)
+        if record.cache:
+            self.cache_lookups.labels(record.cache).inc()
         for error in record.input.get("approval_errors") or ():
             code = error.get("code", "") if isinstance(error, dict) else ""
             self.token_failures.labels("approval", self._reason(code or OTHER)).inc()
@@ -145,9 +171,18 @@ class Metrics:
         """Set the revision, activation time and active flag from a store status."""
         self.policy_active.set(1 if status.active_revision else 0)
         if status.active_revision:
-            self.revision.info({"revision": status.active_revision})
+            self._show_revision(status.active_revision)
             self._last_success = status.activated_at_ns / 1e9
             self.last_success.set(self._last_success)
+
+    def _show_revision(self, revision: str) -> None:
+        if not self._multiprocess:
+            self.revision.info({"revision": revision})
+            return
+        if self._revision_shown and self._revision_shown != revision:
+            self.revision_workers.labels(self._revision_shown).set(0)
+        self.revision_workers.labels(revision).set(1)
+        self._revision_shown = revision
 
     def _seconds_since_success(self) -> float:
         last = self._last_success
@@ -166,5 +201,27 @@ class Metrics:
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The registry in the format the scraper asked for: (body, content type)."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+
+class GroupMetrics:
+    """The supervisor's view of a worker group's metrics: the sum of every worker's files."""
+
+    def __init__(self, directory: str, clock: Callable[[], float] = time.time):
+        self.registry = CollectorRegistry()
+        self._collector = MultiProcessCollector(None, path=directory)
+        self._clock = clock
+        self.registry.register(self)
+
+    def collect(self) -> Iterable[Metric]:
+        metrics = list(self._collector.collect())
+        last = next((s.value for m in metrics for s in m.samples if s.name == LAST_ACTIVATION),
+                    0.0)
+        since = GaugeMetricFamily(SINCE_ACTIVATION, SINCE_ACTIVATION_HELP)
+        since.add_metric([], max(self._clock() - last, 0.0) if last else math.inf)
+        return [*metrics, since]
+
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type

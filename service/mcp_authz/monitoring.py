@@ -16,11 +16,15 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
-
-from .metrics import Metrics
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+
+
+class Exposition(Protocol):
+    """Renders metrics for a scrape (``Metrics``, or ``GroupMetrics`` in a worker group)."""
+
+    def exposition(self, accept: str = "") -> tuple[bytes, str]: ...
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -28,7 +32,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class MonitoringServer:
-    def __init__(self, listen: str, metrics: Metrics, readiness: Callable[[], str | None]):
+    def __init__(self, listen: str, metrics: Exposition, readiness: Callable[[], str | None]):
         self._listen = listen
         self._metrics = metrics
         self._readiness = readiness

@@ -15,6 +15,7 @@ from .config import LimitsConfig
 from .decisions import ToolVisibility
 from .errors import LimitExceeded
 from .model import Decision, DecisionRequest, Reason
+from .worker_state import WorkerPolicy
 
 ANNOTATION_FIELDS = ("read_only_hint", "destructive_hint", "idempotent_hint", "open_world_hint")
 
@@ -116,4 +117,16 @@ def status_to_proto(status: PolicyStatus) -> pb.PolicyStatus:
         message.activated_at.CopyFrom(timestamp(status.activated_at_ns))
     if status.last_error_at_ns:
         message.last_error_at.CopyFrom(timestamp(status.last_error_at_ns))
+    return message
+
+
+def add_workers(message: pb.PolicyStatus, index: int, pid: int,
+                workers: list[WorkerPolicy]) -> pb.PolicyStatus:
+    """Say which worker answered and what every worker of the group serves."""
+    message.worker_index, message.worker_pid = index, pid
+    for worker in workers:
+        entry = message.workers.add(index=worker.index, pid=worker.pid, serving=worker.serving,
+                                    active_revision=worker.active_revision)
+        if worker.activated_at_ns:
+            entry.activated_at.CopyFrom(timestamp(worker.activated_at_ns))
     return message

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from .activation import PolicyStatus, PolicyStore
 from .config import Config
 from .decisions import DecisionPath
 from .errors import LimitExceeded, MCPAuthzError, RequestError, grpc_status_for
+from .worker_state import WorkerBoard
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +75,12 @@ def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
 
 class DecisionServicer:
     def __init__(self, path: DecisionPath, store: PolicyStore, config: Config,
-                 in_flight: InFlight = contextlib.nullcontext):
+                 in_flight: InFlight = contextlib.nullcontext, board: WorkerBoard | None = None):
         self._path = path
         self._store = store
         self._limits = config.limits
         self.in_flight = in_flight
+        self._board = board
 
     @_guard
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.Decision:
@@ -110,7 +113,11 @@ class DecisionServicer:
     @_guard
     def GetPolicyStatus(self, request: pb.GetPolicyStatusRequest,
                         context: grpc.ServicerContext) -> pb.PolicyStatus:
-        return protocol.status_to_proto(self._store.status())
+        message = protocol.status_to_proto(self._store.status())
+        if self._board is None:
+            return protocol.add_workers(message, 0, os.getpid(), [])
+        return protocol.add_workers(message, self._board.index or 0, os.getpid(),
+                                    self._board.read())
 
 
 def _handlers(servicer: DecisionServicer) -> grpc.GenericRpcHandler:
@@ -159,21 +166,24 @@ class HealthReporter:
 
 def create_server(config: Config, path: DecisionPath, store: PolicyStore,
                   listen: str | None = None, in_flight: InFlight = contextlib.nullcontext,
+                  board: WorkerBoard | None = None,
                   ) -> tuple[grpc.Server, int, HealthReporter]:
     """Build and start the gRPC server; returns it, its bound port and its health reporter.
 
-    ``in_flight()`` wraps every RPC (the metrics' in-flight gauge)."""
+    ``in_flight()`` wraps every RPC (the metrics' in-flight gauge). A worker of a group
+    (``board``) shares its port with the others (SO_REUSEPORT); a single process does not, so
+    a second service cannot silently take half of its connections."""
     options = [
         ("grpc.max_receive_message_length", config.server.max_message_bytes),
         ("grpc.max_send_message_length", config.server.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(board is not None)),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.server.max_workers,
                                    thread_name_prefix="decide"),
         options=options, maximum_concurrent_rpcs=config.server.max_concurrent_requests)
     server.add_generic_rpc_handlers(
-        (_handlers(DecisionServicer(path, store, config, in_flight)),))
+        (_handlers(DecisionServicer(path, store, config, in_flight, board)),))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reporter = HealthReporter(health_servicer, store)

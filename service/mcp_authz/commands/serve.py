@@ -11,7 +11,9 @@ import threading
 from typing import Any
 
 from ..app import App
-from ..config import load_config
+from ..config import Config, load_config
+from ..worker_state import WorkerBoard
+from ..workers import Supervisor, watch_parent, worker_command, worker_count
 
 log = logging.getLogger("mcp_authz.serve")
 
@@ -23,6 +25,11 @@ def register(subparsers: Any) -> None:
                         "policy.bundle")
     parser.add_argument("--listen", help="HOST:PORT; overrides server.listen")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--workers", type=int, help="worker processes sharing the port "
+                        "(overrides server.workers; default one per core, 1: no supervisor)")
+    # set by the supervisor on the processes it starts (workers.py), not by users
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", help=argparse.SUPPRESS)
     parser.set_defaults(run=run)
 
 
@@ -53,14 +60,19 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
+    if args.worker_index is None and (count := worker_count(config, args.workers)) > 1:
+        return supervise(args, config, count)
+    parent = os.getppid()
     isolate_engine_stdout()
-    app = App(config, bundle=args.bundle, listen=args.listen)
+    board = None if args.worker_index is None else WorkerBoard(args.run_dir, args.worker_index)
+    app = App(config, bundle=args.bundle, listen=args.listen, worker=board)
     app.start()
-    host = (args.listen or config.server.listen).rpartition(":")[0]
-    log.info("mcp-authz listening on %s:%d (policy revision %r)", host, app.grpc.port,
-             app.store.status().active_revision)
-    if config.development is not None:
-        print(first_decision_hint(args, app.grpc.port), file=sys.stderr, flush=True)
+    if board is None:
+        host = (args.listen or config.server.listen).rpartition(":")[0]
+        log.info("mcp-authz listening on %s:%d (policy revision %r)", host, app.grpc.port,
+                 app.store.status().active_revision)
+        if config.development is not None:
+            print(first_decision_hint(args, app.grpc.port), file=sys.stderr, flush=True)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -69,7 +81,25 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stopping.wait()
+    if board is None:
+        stopping.wait()
+    else:
+        watch_parent(parent, stopping)
     app.stop()
     log.info("stopped")
     return 0
+
+
+def supervise(args: argparse.Namespace, config: Config, count: int) -> int:
+    """Run ``count`` workers on one port until SIGTERM (workers.py)."""
+    supervisor = Supervisor(config, count, worker_command(args),
+                            args.listen or config.server.listen)
+
+    def listening(host: str, port: int) -> None:
+        log.info("mcp-authz listening on %s:%d (%d worker processes)", host, port, count)
+        if config.development is not None:
+            print(first_decision_hint(args, port), file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    return supervisor.run(listening)
