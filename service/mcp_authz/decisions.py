@@ -46,6 +46,8 @@ class DecisionRecord:
     total_seconds: float
     #: the decision cache's part: "hit", "miss", "bypass", or "" (no cache, or no evaluation)
     cache: str = ""
+    #: the exact JSON text the engine was given for ``input`` ("" when nothing was evaluated)
+    input_json: str = ""
 
 
 class DecisionObserver(Protocol):
@@ -85,19 +87,19 @@ class DecisionPath:
         subject, problem = self._identify(request, now_ns)
         document: dict[str, Any] | None = None
         engine_seconds = 0.0
-        cached = ""
+        cached = input_json = ""
         if problem is not None:
             result = _deny(problem)
         else:
             assert subject is not None
             document = self.input_document(request, subject, policy, now_ns)
             engine_started = time.perf_counter()
-            result, cached = self._evaluate(policy, document, subject, bool(
+            result, cached, input_json = self._evaluate(policy, document, subject, bool(
                 request.approval_tokens))
             engine_seconds = time.perf_counter() - engine_started
         decision = _decision(request.request_id, result, policy.revision, now_ns)
         self._notify(DecisionRecord(request, decision, document, subject, engine_seconds,
-                                    time.perf_counter() - started, cached))
+                                    time.perf_counter() - started, cached, input_json))
         return decision
 
     def filter_tools(self, request: DecisionRequest,
@@ -122,7 +124,7 @@ class DecisionPath:
         for name, hints in tools:
             document = self.input_document(base, subject, policy, now_ns,
                                            tool=(name, dict(hints)))
-            outcome, _ = self._evaluate(policy, document, subject, False)
+            outcome = self._evaluate(policy, document, subject, False)[0]
             result.append(ToolVisibility(name, outcome.allow, outcome.reasons))
         return result, policy.revision
 
@@ -178,19 +180,22 @@ class DecisionPath:
         return document
 
     def _evaluate(self, policy: CompiledPolicy, document: dict[str, Any], subject: Subject,
-                  approvals: bool) -> tuple[PolicyResult, str]:
+                  approvals: bool) -> tuple[PolicyResult, str, str]:
         """The policy's result for ``document`` (through the decision cache when it is on and
-        the request carries no approval tokens), and the cache's part in it."""
+        the request carries no approval tokens), the cache's part in it, and the input text."""
         if self._cache is None or approvals:
-            return _evaluate(policy, encode_input(document)), ""
+            input_json = encode_input(document)
+            return _evaluate(policy, input_json), "", input_json
         now_ns = document["now_ns"]
         key_json = encode_input({k: v for k, v in document.items() if k != "now_ns"})
         input_json = f'{key_json[:-1]},"now_ns":{now_ns}}}'
         try:
-            return self._cache.decide(policy, key_json, input_json, now_ns,
-                                      subject.expires_at * 1_000_000_000, policy.evaluate)
+            result, cached = self._cache.decide(policy, key_json, input_json, now_ns,
+                                                subject.expires_at * 1_000_000_000,
+                                                policy.evaluate)
         except PolicyError as exc:
-            return _policy_error(policy, exc), ""
+            return _policy_error(policy, exc), "", input_json
+        return result, cached, input_json
 
     def _notify(self, record: DecisionRecord) -> None:
         for observer in self._observers:
