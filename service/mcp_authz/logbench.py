@@ -24,7 +24,7 @@ from typing import Any
 
 from .activation import PolicyStore
 from .audit import DecisionLog, RotatingFileSink
-from .bench import ROOT, Setup, sample_request
+from .bench_common import ROOT, Setup, sample_request
 from .config import DecisionLogConfig
 from .decisions import DecisionPath
 from .identity import build_verifiers

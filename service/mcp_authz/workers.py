@@ -48,6 +48,7 @@ from .config import Config
 from .errors import ConfigError, MCPAuthzError
 from .metrics import GroupMetrics
 from .monitoring import MonitoringServer
+from .tls import HttpTls
 from .worker_state import WorkerBoard
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,9 @@ class Supervisor:
         self._slots = [_Slot(i) for i in range(count)]
         self._worker_argv = worker_argv
         self._listen = listen
-        self._stopping = threading.Event()
+        # a plain flag, not an Event: Event.set() from a signal handler can deadlock against
+        # the main thread's own Event.wait() (both take the Event's lock)
+        self._stopping = False
         self._board: WorkerBoard | None = None
         self._metrics_dir = ""
         self._env: dict[str, str] = {}
@@ -137,11 +140,11 @@ class Supervisor:
 
     def stop(self, *_: Any) -> None:
         """Begin shutdown (safe from a signal handler)."""
-        self._stopping.set()
+        self._stopping = True
 
     def readiness(self) -> str | None:
         """None while at least one worker serves and shutdown has not begun."""
-        if self._stopping.is_set():
+        if self._stopping:
             return "shutting down"
         board = self._board
         if board is not None and any(w.serving for w in board.read()):
@@ -163,7 +166,8 @@ class Supervisor:
                 self._spawn(slot, address, run_dir)
             announced = False
             try:
-                while not self._stopping.wait(POLL_SECONDS):
+                while not self._stopping:
+                    time.sleep(POLL_SECONDS)
                     self._tend(address, run_dir)
                     if not announced and self._all_bound():
                         on_listening(host, port)
@@ -183,7 +187,8 @@ class Supervisor:
         if not self._config.metrics.enabled:
             return None
         ops = MonitoringServer(self._config.metrics.listen, GroupMetrics(self._metrics_dir),
-                               self.readiness)
+                               self.readiness, tls=HttpTls.from_config(
+                                   self._config.metrics.tls, self._config, "metrics"))
         ops.start()
         return ops
 
@@ -200,7 +205,7 @@ class Supervisor:
             process = slot.process
             if process is not None and process.poll() is not None:
                 self._buried(slot, process, now)
-            if slot.process is None and now >= slot.restart_at and not self._stopping.is_set():
+            if slot.process is None and now >= slot.restart_at and not self._stopping:
                 self.restarts += 1
                 self._spawn(slot, address, run_dir)
 
@@ -242,11 +247,14 @@ def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
 
 
 def watch_parent(parent: int, stopping: threading.Event) -> None:
-    """In a worker: wait for ``stopping``, or set it when the supervisor (``parent``) is gone."""
-    while not stopping.wait(1.0):
+    """In a worker: return once ``stopping`` is set (by a signal handler) or the supervisor
+    (``parent``) is gone. Sleeps rather than ``stopping.wait()``, which can deadlock with a
+    handler's ``set()`` on the same thread."""
+    while not stopping.is_set():
         if os.getppid() != parent:
-            logging.getLogger(__name__).error("supervisor gone; stopping")
-            stopping.set()
+            log.error("supervisor gone; stopping")
+            return
+        time.sleep(0.2)
 
 
 def worker_command(args: Any) -> Callable[[str, int, str], list[str]]:
