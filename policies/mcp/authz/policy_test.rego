@@ -271,6 +271,39 @@ test_globex_subject_in_globex_sandbox_allowed if {
 	allowed(d)
 }
 
+# The fast path of path arguments (one regex, no per-defect scan) must answer exactly what the
+# full check answers, for clean and for every kind of defective path.
+test_path_fast_path_agrees_with_the_full_check if {
+	prefixes := data.mcp.tenants.acme.path_prefixes
+	paths := [
+		acme_path("a.txt"), trim_suffix(acme_root, "/"), "sandbox/acme/x", acme_path("a..b"),
+		"/etc/passwd", acme_path("../x"), acme_path("x/.."), acme_path("a%2e"), acme_path("~x"),
+		acme_path("a\\b"), acme_path("a\"b"), acme_path("a\u0001b"), concat("", [trim_suffix(acme_root, "/"), "-evil/x"]),
+		"", 42, null, ["/srv"],
+	]
+	disagree := [p |
+		some p in paths
+		authz.path_problems("path", p, prefixes) != authz.named("path", authz.path_whys(p, prefixes))
+	]
+	disagree == []
+	count(authz.path_problems("path", acme_path("a.txt"), prefixes)) == 0
+	count(authz.path_problems("path", acme_path("../x"), prefixes)) > 0
+}
+
+test_empty_or_mistyped_prefix_admits_nothing if {
+	authz.under_any_prefix("/etc/passwd", ["", 42, null, "/srv/mcp/acme/"]) == false
+	authz.under_any_prefix("/srv/mcp/acme/a", ["", "/srv/mcp/acme/"]) == true
+}
+
+test_url_checks_name_the_first_defect if {
+	hosts := data.mcp.tenants.acme.allowed_hosts
+	authz.url_defects("https://api.acme.example/v1", hosts) == set()
+	authz.url_defects("https://api.acme.example/a b", hosts) == {"must not contain whitespace"}
+	authz.url_defects("ftp://api.acme.example/", hosts) == {"must be an http or https URL"}
+	authz.url_defects("https://bob@api.acme.example/", hosts) == {"must not contain user information ('@') before the host"}
+	authz.url_defects("https://api.acme.example:8443/", hosts) == {"names a host the tenant does not allow"}
+}
+
 #############################################################################
 # Tenant, catalog, roles, scopes, methods
 #############################################################################
@@ -322,10 +355,10 @@ test_admin_only_tool_allowed_to_admin_with_audit if {
 }
 
 test_unsupported_method_denied if {
-	inp := request(alice, "acme", "tools/list", "tool", {"name": "read_file", "arguments": {}}, lookup("tool", "read_file", "acme"), [], [])
+	inp := request(alice, "acme", "completion/complete", "tool", {"name": "read_file", "arguments": {}}, lookup("tool", "read_file", "acme"), [], [])
 	d := authz.decide(inp)
 	denied_first(d, "tool_unknown")
-	contains(reason_message(d, "tool_unknown"), "tools/list")
+	contains(reason_message(d, "tool_unknown"), "completion/complete")
 }
 
 test_missing_method_denied if {
@@ -673,15 +706,32 @@ test_prompt_arguments_checked if {
 # tools/list filtering and decision-log masking
 #############################################################################
 
+# What FilterTools sends: one tools/list request per tool, without arguments.
+listing(sub, tenant, name) := request(
+	sub, tenant, "tools/list",
+	"tool", {"name": name, "arguments": {}, "annotations": {}},
+	lookup("tool", name, tenant), [], [],
+)
+
 test_listing_ignores_arguments_and_approval if {
-	d := authz.decide_listing(call("write_file", {}))
+	d := authz.decide(listing(alice, "acme", "write_file"))
 	d == {"allow": true, "reasons": [], "obligations": []}
 }
 
-test_listing_checks_scopes_and_tenant if {
-	denied_first(authz.decide_listing(call_as(reader, "write_file", {})), "scope_missing")
-	denied_first(authz.decide_listing(call_as(gina, "read_file", {})), "tenant_mismatch")
-	denied_first(authz.decide_listing(call("nope", {})), "tool_unknown")
+test_listing_never_checks_arguments_even_when_sent if {
+	inp := request(alice, "acme", "tools/list", "tool", {"name": "read_file", "arguments": {"path": "/etc/passwd"}}, lookup("tool", "read_file", "acme"), [], [])
+	allowed(authz.decide(inp))
+}
+
+test_listing_checks_scopes_roles_and_tenant if {
+	denied_first(authz.decide(listing(reader, "acme", "write_file")), "scope_missing")
+	denied_first(authz.decide(listing(alice, "acme", "get-env")), "role_missing")
+	denied_first(authz.decide(listing(gina, "acme", "read_file")), "tenant_mismatch")
+	denied_first(authz.decide(listing(alice, "acme", "nope")), "tool_unknown")
+}
+
+test_list_decision_is_the_decision if {
+	authz.list_decision == authz.decision
 }
 
 test_log_mask_for_sensitive_tool if {
