@@ -19,12 +19,14 @@ from .audit import DecisionLog
 from .config import Config
 from .decision_cache import DecisionCache
 from .decisions import DecisionPath
+from .evalguard import EvaluationGuard
 from .identity import build_verifiers
 from .metrics import Metrics
 from .monitoring import MonitoringServer
 from .server import HealthReporter, create_server
 from .shadow import shadow_from_config
 from .sources import bundle_source, policy_store
+from .tls import HttpTls
 from .worker_state import WorkerBoard
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,9 @@ class App:
         self._observability()
         # gateway protocols (ext_authz, ExtMcp, AuthZEN): after the native server and the bundle
         self.components.extend(adapter_components(self))
+        # the evaluation-time bound: first to start, last to stop
+        self.guard = EvaluationGuard(config.limits, config.server.max_workers)
+        self.components.insert(0, self.guard)
 
     def _observability(self) -> None:
         """Metrics, the ops HTTP port and the decision log: started before the gRPC server and
@@ -102,8 +107,9 @@ class App:
             self.store.on_change(self.metrics.policy_changed)
             self.path.add_observer(self.metrics)
             if self.worker is None:
-                self.monitoring = MonitoringServer(self.config.metrics.listen, self.metrics,
-                                                   self.readiness)
+                self.monitoring = MonitoringServer(
+                    self.config.metrics.listen, self.metrics, self.readiness,
+                    tls=HttpTls.from_config(self.config.metrics.tls, self.config, "metrics"))
                 first.append(self.monitoring)
         if self.config.decision_log.enabled:
             self.decision_log = DecisionLog.from_config(

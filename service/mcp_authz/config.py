@@ -30,6 +30,23 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """TLS for one listener (tls.py): the server's certificate and key, and for mutual TLS the
+    CA that signs client certificates. ``require_client_cert`` refuses a connection without a
+    valid client certificate; ``allowed_client_identities`` (SAN DNS names, SAN URIs or subject
+    CNs; empty: any certificate the CA signed) lets only those callers in: anyone else gets
+    UNAUTHENTICATED (gRPC) or 401 (HTTP) and no decision. The files are read again when they
+    change, at most every ``reload_interval_seconds``, without a restart."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+    require_client_cert: bool = True
+    allowed_client_identities: tuple[str, ...] = ()
+    reload_interval_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """The gRPC listener."""
 
@@ -42,6 +59,7 @@ class ServerConfig:
     #: Worker processes serving ``listen`` together (SO_REUSEPORT, workers.py); 0 = one per
     #: core, 1 = a single process with no supervisor.
     workers: int = 0
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -167,12 +185,21 @@ class LimitsConfig:
     """Bounds on what one request may carry; each is reported by name when hit."""
 
     max_depth: int = 32
-    max_keys: int = 10000
+    max_keys: int = 1000
     max_string_bytes: int = 65536
-    max_arguments_bytes: int = 1024 * 1024
+    max_arguments_bytes: int = 256 * 1024
     max_batch: int = 128
     max_tools: int = 2000
     max_approval_tokens: int = 8
+    #: Evaluation time (evalguard.py, docs/limits.md). Inputs of at least
+    #: ``evaluation_thread_min_bytes`` are evaluated on a guard thread and denied (policy_error)
+    #: past ``max_evaluation_ms``; any evaluation still running after ``evaluation_abort_ms``
+    #: ends the worker process (the supervisor starts a fresh one).
+    max_evaluation_ms: int = 1000
+    evaluation_thread_min_bytes: int = 16384
+    evaluation_abort_ms: int = 10000
+    #: The deadline of a gRPC call that carries none; an expired call gets DEADLINE_EXCEEDED.
+    default_deadline_ms: int = 10000
 
 
 @dataclass(frozen=True)
@@ -221,6 +248,7 @@ class MetricsConfig:
     per_tenant_labels: bool = False
     per_tool_labels: bool = False
     max_label_values: int = 100
+    tls: TlsConfig | None = None
 
 
 MCP_PASSTHROUGH_METHODS = (
@@ -297,6 +325,7 @@ class AuthzenConfig:
     tenant: str = ""
     server_id: str = ""
     server_resource: str = ""
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -470,6 +499,7 @@ def _cross_checks(config: Config) -> list[str]:
         if getattr(config.server, name) is not None and getattr(config.server, name) < 1:
             problems.append(f"server.{name}: must be at least 1")
     problems.extend(_performance_checks(config))
+    problems.extend(_hardening_checks(config))
     for f in dataclasses.fields(LimitsConfig):
         if (getattr(config.limits, f.name) or 0) < 1:
             problems.append(f"limits.{f.name}: must be at least 1")
@@ -498,6 +528,47 @@ def _performance_checks(config: Config) -> list[str]:
         problems.append("cache.max_entries: must be at least 1")
     if (config.cache.max_age_seconds or 0) <= 0:
         problems.append("cache.max_age_seconds: must be greater than 0")
+    return problems
+
+
+def _hardening_checks(config: Config) -> list[str]:
+    """TLS on each listener that has it, and the evaluation-time bounds (docs/limits.md)."""
+    problems = []
+    for where, tls in (("server.tls", config.server.tls), ("metrics.tls", config.metrics.tls),
+                       ("adapters.authzen.tls", config.adapters.authzen.tls)):
+        if tls is not None:
+            problems.extend(_tls_checks(where, tls, config))
+    limits = config.limits
+    if (limits.evaluation_abort_ms or 0) <= (limits.max_evaluation_ms or 0):
+        problems.append("limits.evaluation_abort_ms: must be greater than "
+                        "limits.max_evaluation_ms (the watchdog is the last resort)")
+    return problems
+
+
+def _tls_checks(where: str, tls: TlsConfig, config: Config) -> list[str]:
+    problems = []
+    for name in ("cert_file", "key_file", "client_ca_file"):
+        value = getattr(tls, name)
+        if value and not os.path.isfile(config.path(value)):
+            problems.append(f"{where}.{name}: no such file: {value}")
+    for name in ("cert_file", "key_file"):
+        if not getattr(tls, name):
+            problems.append(f"{where}.{name}: required")
+    if not tls.client_ca_file:
+        if tls.require_client_cert:
+            problems.append(f"{where}.client_ca_file: required with require_client_cert: true "
+                            "(set require_client_cert: false for server-only TLS)")
+        if tls.allowed_client_identities:
+            problems.append(f"{where}.allowed_client_identities: needs client_ca_file (client "
+                            "certificates are what the identities are read from)")
+    if tls.allowed_client_identities and not tls.require_client_cert:
+        problems.append(f"{where}.allowed_client_identities: needs require_client_cert: true")
+    for i, identity in enumerate(tls.allowed_client_identities or ()):
+        if not isinstance(identity, str) or not identity.strip():
+            problems.append(f"{where}.allowed_client_identities[{i}]: must be a non-empty "
+                            "string (a SAN DNS name or URI, or a subject CN)")
+    if (tls.reload_interval_seconds or 0) <= 0:
+        problems.append(f"{where}.reload_interval_seconds: must be greater than 0")
     return problems
 
 

@@ -21,6 +21,7 @@ from .config import LimitsConfig
 from .decision_cache import DecisionCache
 from .engine import CompiledPolicy, PolicyResult
 from .errors import IdentityError, LimitExceeded, NoPolicyError, PolicyError, RequestError
+from .evalguard import EvaluationTimeout
 from .identity import ApprovalVerifier, TokenVerifier, request_digest
 from .model import SUPPORTED_METHODS, Decision, DecisionRequest, Reason, Subject
 from .values import check_string, normalize
@@ -223,6 +224,8 @@ def _evaluate(policy: CompiledPolicy, input_json: str) -> PolicyResult:
 
 def _policy_error(policy: CompiledPolicy, error: PolicyError) -> PolicyResult:
     log.warning("policy error on revision %s: %s", policy.revision, error)
+    if isinstance(error, EvaluationTimeout):  # names the limit that was hit
+        return _deny(Reason("policy_error", str(error)))
     return _deny(Reason("policy_error", "the policy could not decide this request"))
 
 

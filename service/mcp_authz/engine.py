@@ -26,8 +26,10 @@ from typing import Any
 import regopy
 from regopy import rego_shared as _rego
 
+from . import evalguard
 from .bundles import BundleContents
 from .errors import BundleError, PolicyError
+from .evalguard import EvaluationTimeout
 from .model import Obligation, Reason
 
 DEFAULT_ENTRYPOINT = "mcp/authz/decision"
@@ -91,19 +93,13 @@ class CompiledPolicy:
         ``entrypoint`` must be one this policy was built with (the decision entry point when
         omitted)."""
         entrypoint = entrypoint or self.entrypoint
-        interpreter = _thread_interpreter()
-        handle = None
-        try:
-            _set_input(interpreter, input_json)
-            handle = _rego.rego_bundle_query_entrypoint(
-                interpreter._impl, self._bundle._impl, entrypoint)
-            ok = _rego.rego_output_ok(handle)
-            text = _rego.rego_output_string(handle)
+        try:  # bounded in time by the process's evaluation guard (evalguard.py)
+            ok, text = evalguard.run(_query, self._bundle, entrypoint, input_json,
+                                     size=len(input_json))
+        except EvaluationTimeout:
+            raise
         except Exception as exc:  # regopy raises RegoError, ValueError, UnicodeError...
             raise PolicyError(f"evaluation failed: {_one_line(str(exc))}") from exc
-        finally:
-            if handle:
-                _rego.rego_free_output(handle)
         if not ok or text.startswith("(error"):  # an error term can come with ok() true
             raise PolicyError(f"evaluation failed: {translate_errors(text, self.contents.modules)}")
         if text == "undefined":
@@ -123,6 +119,19 @@ class CompiledPolicy:
 
 
 _local = threading.local()
+
+
+def _query(bundle: regopy.Bundle, entrypoint: str, input_json: str) -> tuple[bool, str]:
+    """One engine query on this thread's interpreter: (ok, output text)."""
+    interpreter = _thread_interpreter()
+    handle = None
+    try:
+        _set_input(interpreter, input_json)
+        handle = _rego.rego_bundle_query_entrypoint(interpreter._impl, bundle._impl, entrypoint)
+        return bool(_rego.rego_output_ok(handle)), _rego.rego_output_string(handle)
+    finally:
+        if handle:
+            _rego.rego_free_output(handle)
 
 
 def _thread_interpreter() -> regopy.Interpreter:

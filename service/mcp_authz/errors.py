@@ -5,6 +5,7 @@
     ├── RequestError           a malformed request: INVALID_ARGUMENT, names the field
     │   └── LimitExceeded      a configured limit was hit: names the limit
     ├── Overloaded             too many requests in flight: RESOURCE_EXHAUSTED
+    ├── DeadlineExceeded       the call's deadline passed before a decision: DEADLINE_EXCEEDED
     ├── NoPolicyError          no active policy: UNAVAILABLE
     ├── BundleError            a bundle failed to read, verify or compile (file:line)
     ├── PolicyError            evaluation failed or the output broke the contract
@@ -60,6 +61,12 @@ class Overloaded(MCPAuthzError):
     code = "overloaded"
 
 
+class DeadlineExceeded(MCPAuthzError):
+    """The call's deadline (the caller's, or ``limits.default_deadline_ms``) has passed."""
+
+    code = "deadline_exceeded"
+
+
 class NoPolicyError(MCPAuthzError):
     code = "no_policy"
 
@@ -85,6 +92,7 @@ class IdentityError(MCPAuthzError):
 GRPC_STATUS: dict[type[MCPAuthzError], grpc.StatusCode] = {
     RequestError: grpc.StatusCode.INVALID_ARGUMENT,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     NoPolicyError: grpc.StatusCode.UNAVAILABLE,
 }
 

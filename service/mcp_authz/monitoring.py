@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .tls import HttpTls, TlsHttpServer, scheme
+
 log = logging.getLogger(__name__)
 
 
@@ -27,13 +29,15 @@ class Exposition(Protocol):
     def exposition(self, accept: str = "") -> tuple[bytes, str]: ...
 
 
-class _Server(http.server.ThreadingHTTPServer):
+class _Server(TlsHttpServer):
     daemon_threads = True
 
 
 class MonitoringServer:
-    def __init__(self, listen: str, metrics: Exposition, readiness: Callable[[], str | None]):
+    def __init__(self, listen: str, metrics: Exposition, readiness: Callable[[], str | None],
+                 tls: HttpTls | None = None):
         self._listen = listen
+        self._tls = tls
         self._metrics = metrics
         self._readiness = readiness
         self._server: _Server | None = None
@@ -51,9 +55,10 @@ class MonitoringServer:
             log.error("metrics.listen: cannot bind %s (%s); running without /metrics, /healthz "
                       "and /readyz", self._listen, exc.strerror or exc)
             return
+        self._server.tls = self._tls
         self.port = self._server.server_address[1]
-        log.info("metrics and health on http://%s:%d (/metrics, /healthz, /readyz)",
-                 host if ":" not in host else f"[{host}]", self.port)
+        log.info("metrics and health on %s://%s:%d (/metrics, /healthz, /readyz)",
+                 scheme(self._tls), host if ":" not in host else f"[{host}]", self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="monitoring",
                                         daemon=True)
         self._thread.start()

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import protocol
+from . import evalguard, protocol, tls
 from ._pb.mcp.authz.v1 import authz_pb2 as pb
 from .activation import PolicyStatus, PolicyStore
 from .config import Config
@@ -62,9 +62,17 @@ def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
         if isinstance(request, _Malformed):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"request: cannot parse message ({request.error})")
-        with self.in_flight():
+        seconds = evalguard.remaining(context.time_remaining())
+        source = "the call's deadline"
+        if seconds is None:  # the caller set none: the configured default applies
+            seconds = self.default_deadline_ms / 1000
+            source = f"limits.default_deadline_ms ({self.default_deadline_ms})"
+        with self.in_flight(), evalguard.call_deadline(seconds, source):
             try:
-                return method(self, request, context)
+                evalguard.check_deadline()  # it may have passed while the call was queued
+                response = method(self, request, context)
+                evalguard.check_deadline()  # a late answer is not sent: no decision
+                return response
             except MCPAuthzError as exc:
                 context.abort(grpc_status_for(exc), str(exc))
             except Exception:
@@ -79,6 +87,7 @@ class DecisionServicer:
         self._path = path
         self._store = store
         self._limits = config.limits
+        self.default_deadline_ms = config.limits.default_deadline_ms
         self.in_flight = in_flight
         self._board = board
 
@@ -94,6 +103,7 @@ class DecisionServicer:
             raise LimitExceeded("requests", "max_batch", self._limits.max_batch)
         decisions = []
         for i, item in enumerate(request.requests):
+            evalguard.check_deadline()
             try:
                 decision = self._path.decide(protocol.request_from_proto(item, self._limits))
             except RequestError as exc:
@@ -181,7 +191,8 @@ def create_server(config: Config, path: DecisionPath, store: PolicyStore,
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.server.max_workers,
                                    thread_name_prefix="decide"),
-        options=options, maximum_concurrent_rpcs=config.server.max_concurrent_requests)
+        options=options, maximum_concurrent_rpcs=config.server.max_concurrent_requests,
+        interceptors=tls.grpc_interceptors(config.server.tls, "server"))
     server.add_generic_rpc_handlers(
         (_handlers(DecisionServicer(path, store, config, in_flight, board)),))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -192,8 +203,6 @@ def create_server(config: Config, path: DecisionPath, store: PolicyStore,
                  reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
     address = listen or config.server.listen
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise MCPAuthzError(f"server.listen: cannot bind {address}")
+    port = tls.bind_grpc(server, address, config, "server.listen")
     server.start()
     return server, port, reporter

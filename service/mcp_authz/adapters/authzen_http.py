@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import AuthzenConfig
 from ..errors import LimitExceeded, MCPAuthzError, NoPolicyError, RequestError
+from ..tls import TlsHttpServer
 from .mcp_messages import bearer
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 Endpoint = Callable[[Any, str], dict[str, Any]]
 
 
-class AuthzenHttpServer(http.server.ThreadingHTTPServer):
+class AuthzenHttpServer(TlsHttpServer):
     daemon_threads = True
     allow_reuse_address = True
 

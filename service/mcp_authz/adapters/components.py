@@ -20,6 +20,7 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 
+from .. import tls
 from .._pb.agentgateway.dev.ext_mcp import ext_mcp_pb2
 from ..activation import PolicyStore
 from ..decisions import DecisionPath
@@ -104,14 +105,13 @@ class AdapterGrpcServer:
             options=[("grpc.max_receive_message_length", cfg.max_message_bytes),
                      ("grpc.max_send_message_length", cfg.max_message_bytes),
                      ("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=cfg.max_concurrent_requests)
+            maximum_concurrent_rpcs=cfg.max_concurrent_requests,
+            interceptors=tls.grpc_interceptors(cfg.tls, "server"))
         server.add_generic_rpc_handlers(self._handlers)
         health_servicer = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         self._health = HealthReporter(health_servicer, self._app.store)
-        self.port = server.add_insecure_port(self.listen)
-        if self.port == 0:
-            raise MCPAuthzError(f"adapters: cannot bind {self.listen}")
+        self.port = tls.bind_grpc(server, self.listen, self._app.config, "adapters")
         server.start()
         self.server = server
         log.info("gateway adapters %s listening on %s (port %d)",
@@ -165,6 +165,8 @@ class AuthzenComponent:
         try:
             self.server = AuthzenHttpServer((host.strip("[]"), int(port)), self.config, endpoints,
                                             self._app.config.server.max_concurrent_requests)
+            self.server.tls = tls.HttpTls.from_config(self.config.tls, self._app.config,
+                                                      "adapters.authzen")
         except OSError as exc:
             raise MCPAuthzError(f"adapters.authzen.listen: cannot bind {self.config.listen}: "
                                 f"{exc.strerror}") from exc
