@@ -21,7 +21,7 @@
 # How to read this file:
 # - `decide(inp)` is the whole decision as a function of the input document, so unit tests
 #   call `decide({...})` directly: regopy crashes on `with input as` for rules that call
-#   builtins. `decision := decide(input)` evaluates it once per query.
+#   builtins. The `decision` rule evaluates it once per query.
 # - Speed (regopy, measured): a user function call costs ~1-5 µs, an else branch ~2 µs, an
 #   input reference ~15 µs, a comprehension or `in` ~20-25 µs, an object literal ~8 µs per
 #   field, a regex ~20-60 µs; function calls are NOT memoized. So each fact is read from the
