@@ -196,7 +196,7 @@ class LimitsConfig:
     #: past ``max_evaluation_ms``; any evaluation still running after ``evaluation_abort_ms``
     #: ends the worker process (the supervisor starts a fresh one).
     max_evaluation_ms: int = 1000
-    evaluation_thread_min_bytes: int = 16384
+    evaluation_thread_min_bytes: int = 8192
     evaluation_abort_ms: int = 10000
     #: The deadline of a gRPC call that carries none; an expired call gets DEADLINE_EXCEEDED.
     default_deadline_ms: int = 10000
