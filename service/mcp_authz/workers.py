@@ -211,7 +211,7 @@ class Supervisor:
 
     def _buried(self, slot: _Slot, process: subprocess.Popen[bytes], now: float) -> None:
         code = process.returncode
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        how = f"signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
         slot.failures = slot.failures + 1 if now - slot.started < STABLE_SECONDS else 1
         delay = min(RESTART_MIN_SECONDS * 2 ** (slot.failures - 1), RESTART_MAX_SECONDS)
         slot.process, slot.restart_at = None, now + delay
@@ -237,6 +237,13 @@ class Supervisor:
                 log.error("worker pid %d did not stop in time; killing it", process.pid)
                 _signal(process, signal.SIGKILL)
                 process.wait()
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:  # a real-time signal has no name
+        return str(signum)
 
 
 def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
