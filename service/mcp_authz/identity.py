@@ -78,8 +78,20 @@ def _decode(token: str, keys: KeySet, algorithms: Sequence[str], *, issuer: str,
         raise IdentityError("token_invalid", "token signature does not verify") from exc
     except jwt.PyJWTError as exc:
         raise IdentityError("token_invalid", f"token rejected: {type(exc).__name__}") from exc
+    _check_plain_json(claims)
     _check_times(claims, leeway, now)
     return claims
+
+
+def _check_plain_json(claims: dict[str, Any]) -> None:
+    """JSON escapes can put what UTF-8 and the engine cannot carry into a signed token: a lone
+    surrogate (``"\\ud800"``), or NaN and Infinity (Python's parser accepts them, and an
+    ``exp`` of NaN would never expire). Such a token is refused."""
+    try:
+        json.dumps(claims, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeError) as exc:
+        raise IdentityError("token_invalid", "token claims are not plain JSON (a lone "
+                            "surrogate, NaN or Infinity)") from exc
 
 
 def _signing_key(keys: KeySet, kid: Any) -> jwt.PyJWK:
@@ -111,8 +123,10 @@ def _is_number(value: Any) -> bool:
 
 
 def _strings(value: Any) -> tuple[str, ...]:
+    """A claim's strings: a list, or one string delimited by spaces only (RFC 6749 3.3), so
+    ``"files:read\n"`` is one unknown scope, not ``files:read``."""
     if isinstance(value, str):
-        return tuple(v for v in value.split() if v)
+        return tuple(v for v in value.split(" ") if v)
     if isinstance(value, list):
         return tuple(v for v in value if isinstance(v, str))
     return ()

@@ -17,6 +17,7 @@ from .errors import LimitExceeded, RequestError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 EXACT_FLOAT_INT = 2**53
+ENGINE_DIGITS = 15
 
 
 class _Budget:
@@ -56,6 +57,12 @@ def _scalar(value: Any, field: str, limits: LimitsConfig) -> Any:
         raise RequestError(field, "NaN and infinities are not JSON numbers")
     if value.is_integer() and abs(value) < EXACT_FLOAT_INT:
         return int(value)
+    if float(f"{value:.{ENGINE_DIGITS}g}") != value:
+        # regopy's number parser is off by an ulp or more (99.99 reads as 99.98999999999999,
+        # 1000.0000000000001 as 1000): a number finer than 15 significant digits could sit on
+        # the other side of a policy threshold for the engine than for the tool it reaches
+        raise RequestError(field, f"a number with more than {ENGINE_DIGITS} significant digits "
+                                  "(the policy engine would round it)")
     return value
 
 
