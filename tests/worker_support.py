@@ -28,7 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2 as pb
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
 
-LISTENING_RE = re.compile(r"listening on [\d.]+:(\d+) \((\d+) worker processes\)")
+# a group ("(N worker processes)") or, with --workers 1, the single process ("(policy ...")
+LISTENING_RE = re.compile(r"listening on [\d.]+:(\d+) \((?:(\d+) worker processes|policy)")
 OPS_RE = re.compile(r"metrics and health on http://[\d.]+:(\d+)")
 
 
@@ -107,11 +108,13 @@ class WorkerGroup:
 
 @contextmanager
 def worker_group(config: Path, workers: int, tmp_path: Path,
-                 extra_args: tuple[str, ...] = ()) -> Iterator[WorkerGroup]:
+                 extra_args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()
+                 ) -> Iterator[WorkerGroup]:
+    """``prefix`` goes before the command (e.g. ``unshare`` for a private mount namespace)."""
     stderr_path = tmp_path / "supervisor.stderr"
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_authz.cli", "serve", "--config", str(config),
+            [*prefix, sys.executable, "-m", "mcp_authz.cli", "serve", "--config", str(config),
              "--listen", "127.0.0.1:0", "--workers", str(workers), *extra_args],
             stdout=subprocess.PIPE, stderr=stderr, text=True)
     group = WorkerGroup(process, stderr_path)
