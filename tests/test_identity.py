@@ -198,3 +198,12 @@ def test_digest_is_canonical() -> None:
     assert a == b and len(a) == 64
     assert a != request_digest("globex", "alice", RESOURCE, "tools/call", "t",
                                {"a": [1, "x"], "b": 1})
+
+
+def test_subject_claims_hold_only_what_its_fields_do_not(verifier: JwtVerifier,
+                                                         keys: Keys) -> None:
+    token = devkeys.mint(keys.user, "user-1", "RS256", claims(department="finance",
+                                                              azp="agent-1", jti="j-1"))
+    subject = verifier.verify(token, RESOURCE, time.time())
+    assert subject.claims == {"department": "finance"}
+    assert (subject.client_id, subject.jti, subject.tenant) == ("agent-1", "j-1", "acme")
