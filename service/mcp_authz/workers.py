@@ -253,12 +253,12 @@ def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
         pass
 
 
-def watch_parent(parent: int, stopping: threading.Event) -> None:
-    """In a worker: return once ``stopping`` is set (by a signal handler) or the supervisor
+def watch_parent(parent: int | None, stopping: threading.Event) -> None:
+    """Return once ``stopping`` is set (by a signal handler) or, in a worker, the supervisor
     (``parent``) is gone. Sleeps rather than ``stopping.wait()``, which can deadlock with a
     handler's ``set()`` on the same thread."""
     while not stopping.is_set():
-        if os.getppid() != parent:
+        if parent is not None and os.getppid() != parent:
             log.error("supervisor gone; stopping")
             return
         time.sleep(0.2)

@@ -81,10 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if board is None:
-        stopping.wait()
-    else:
-        watch_parent(parent, stopping)
+    watch_parent(None if board is None else parent, stopping)
     app.stop()
     log.info("stopped")
     return 0
