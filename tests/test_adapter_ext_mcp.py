@@ -24,7 +24,6 @@ from google.protobuf.json_format import MessageToDict
 from mcp_authz._pb.agentgateway.dev.ext_mcp import ext_mcp_pb2
 from mcp_authz.adapters.ext_mcp import DecisionCache
 from mcp_authz.adapters.results import REDACTED, enforce, parse_path
-from mcp_authz.devstack import LISTING_ENTRYPOINT, listing_bundle
 from mcp_authz.errors import PolicyError
 from mcp_authz.model import Obligation
 from support import POLICIES, JsonServer, Keys
@@ -38,12 +37,10 @@ ACCOUNT = "DE89370400440532013000"
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory,
             jwks_server: JsonServer) -> Iterator[Running]:
-    """The default bundle plus the listing entry point (devstack.py: FilterTools queries the
-    decision entry point, which in the default bundle hides every tool from tools/list)."""
+    """The default bundle (its decision also answers tools/list, for FilterTools)."""
     directory = tmp_path_factory.mktemp("ext_mcp")
-    bundle = listing_bundle(POLICIES, directory / "bundle")
     with running_app(directory, jwks_server, adapters=all_adapters(),
-                     policy={"bundle": str(bundle), "entrypoint": LISTING_ENTRYPOINT}) as app:
+                     policy={"bundle": str(POLICIES)}) as app:
         yield app
 
 

@@ -75,10 +75,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, jwks_server: JsonServer) -> 
     tmp = tmp_path_factory.mktemp("e2e")
     logs = tmp / "logs"
     logs.mkdir()
-    bundle = devstack.listing_bundle(POLICIES, tmp / "bundle")
     config = write_config(tmp, jwks_server.url("/jwks.json"),
-                          jwks_server.url("/approval-jwks.json"), bundle=bundle,
-                          policy={"entrypoint": devstack.LISTING_ENTRYPOINT})
+                          jwks_server.url("/approval-jwks.json"), bundle=POLICIES)
     gateway_root = tmp / "gw"
     (gateway_root / "sandbox" / "acme").mkdir(parents=True)
     (gateway_root / "sandbox" / "acme" / "doc.txt").write_text("acme document\n")

@@ -8,7 +8,6 @@ directory, so a failing start can be explained.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,31 +29,6 @@ NPM_PREFIX = ROOT / ".npm-prefix"
 FILESYSTEM_SERVER = (NPM_PREFIX / "node_modules" / "@modelcontextprotocol" / "server-filesystem"
                      / "dist" / "index.js")
 READY = "listening on "
-
-# FilterTools evaluates the decision entry point with method "tools/list", while the default
-# bundle answers listings in `list_decision` (its `decision` treats tools/list as an unknown
-# method and hides every tool). Until the decision path queries `list_decision`, stacks that
-# want filtered listings run the default bundle with this one-rule entry point added.
-LISTING_ENTRY = """package mcp.devstack
-
-import rego.v1
-
-decision := data.mcp.authz.list_decision if input.method == "tools/list"
-
-decision := data.mcp.authz.decision if input.method != "tools/list"
-"""
-LISTING_ENTRYPOINT = "mcp/devstack/decision"
-
-
-def listing_bundle(source: Path, dest: Path) -> Path:
-    """A copy of bundle ``source`` with the listing entry point (see LISTING_ENTRY)."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(source, dest)
-    (dest / "mcp" / "devstack").mkdir(parents=True, exist_ok=True)
-    (dest / "mcp" / "devstack" / "entry.rego").write_text(LISTING_ENTRY)
-    return dest
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -199,11 +173,9 @@ class DevIdentity:
 
 
 def dev_setup(directory: Path, bundle: Path = ROOT / "policies") -> tuple[Path, DevIdentity]:
-    """Development keys and a service config in ``directory`` (default bundle, listings on)."""
-    listing = listing_bundle(bundle, directory / "bundle")
-    config = devkeys.write_dev_setup(str(directory), str(listing))
+    """Development keys and a service config in ``directory`` (default bundle)."""
+    config = devkeys.write_dev_setup(str(directory), str(bundle))
     document = yaml.safe_load(config.read_text())
-    document["policy"]["entrypoint"] = LISTING_ENTRYPOINT
     document["policy"]["watch"] = False
     config.write_text(yaml.safe_dump(document, sort_keys=False))
     return config, DevIdentity(directory)
