@@ -7,7 +7,7 @@ PB     := service/mcp_authz/_pb/__init__.py
 DEV    := .dev/config.yaml
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: install proto dev-config run test lint bench clean mcp-servers demo
+.PHONY: install proto dev-config run test lint bench clean mcp-servers demo soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ test: install mcp-servers
 	$(VENV)/bin/mcp-authz check policies
 	$(VENV)/bin/mcp-authz test policies --compare-opa
 	$(VENV)/bin/pytest -q
+
+# Sustained load on `serve --workers 2` with bundle changes and key/token rotation for
+# SOAK_SECONDS (default 600): errors, false allows (must be 0; exit 1 otherwise), memory growth
+# per worker. Not part of `make test`.
+SOAK_SECONDS ?= 600
+soak: install
+	$(PY) -m mcp_authz.soak --seconds $(SOAK_SECONDS)
 
 bench: install
 	$(PY) -m mcp_authz.bench --out bench-results.json

@@ -247,3 +247,57 @@ def test_dockerfile_is_what_the_chart_runs() -> None:
     assert values["podSecurityContext"]["runAsUser"] == 10001
     assert 'ENTRYPOINT ["mcp-authz"]' in final
     assert "COPY --from=build /app/policies /app/policies" in final
+
+
+TLS_ON: dict[str, Any] = {
+    "tls": {"server": {"secretName": "authz-grpc-tls",
+                       "allowedClientIdentities": ["spiffe://mesh.local/ns/gw/sa/agentgateway"]},
+            "metrics": {"secretName": "authz-ops-tls"}},
+    "serviceMonitor": {"enabled": True},
+}
+
+
+@pytest.mark.requirement("authenticated-callers")
+def test_tls_from_secrets_is_mounted_configured_and_probed_over_the_ops_port(
+        chart: helm.Chart, tmp_path: Path) -> None:
+    from pki import Authority  # real certificates, so the service accepts the rendered config
+
+    report = helm.lint(str(CHART), TLS_ON, strict=True, namespace="mcp")
+    assert report["errors"] == [] and not [m for m in report["messages"] if m["severity"] >= 2]
+    by_kind = render(chart, TLS_ON)
+    main = container(by_kind)
+    [deployment] = by_kind["Deployment"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls-server"]["secret"] == {"secretName": "authz-grpc-tls", "items": [
+        {"key": k, "path": k} for k in ("tls.crt", "tls.key", "ca.crt")]}
+    assert volumes["tls-metrics"]["secret"]["secretName"] == "authz-ops-tls"
+    mounts = {m["name"]: m for m in main["volumeMounts"]}
+    assert all(mounts[n]["readOnly"] and "subPath" not in mounts[n]  # rotation reaches the pod
+               for n in ("tls-server", "tls-metrics"))
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"),
+                        ("readinessProbe", "/readyz")):  # kubelet's gRPC probe has no TLS
+        assert main[probe]["httpGet"] == {"path": path, "port": "metrics", "scheme": "HTTPS"}
+    [monitor] = by_kind["ServiceMonitor"]
+    assert monitor["spec"]["endpoints"][0]["scheme"] == "https"
+    [configmap] = [c for c in by_kind["ConfigMap"] if "config.yaml" in c.get("data", {})]
+    ca = Authority()
+    for name in ("server", "metrics"):
+        directory = tmp_path / name
+        directory.mkdir()
+        ca.write(directory)
+        ca.server().write(directory, "tls")
+    text = configmap["data"]["config.yaml"].replace("/etc/mcp-authz/tls", str(tmp_path))
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    config = load_config(str(path), environ={})
+    assert config.server.tls is not None and config.server.tls.require_client_cert
+    assert config.server.tls.allowed_client_identities == (
+        "spiffe://mesh.local/ns/gw/sa/agentgateway",)
+    assert config.server.tls.client_ca_file == str(tmp_path / "server" / "ca.crt")
+    assert config.metrics.tls is not None and not config.metrics.tls.require_client_cert
+
+
+def test_without_tls_the_probes_stay_grpc_and_nothing_is_mounted(chart: helm.Chart) -> None:
+    main = container(render(chart))
+    assert "grpc" in main["readinessProbe"]
+    assert not {"tls-server", "tls-metrics"} & {m["name"] for m in main["volumeMounts"]}

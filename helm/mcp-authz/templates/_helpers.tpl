@@ -53,6 +53,8 @@ approval: /etc/mcp-authz/approval
 signing: /etc/mcp-authz/signing
 bundleToken: /etc/mcp-authz/bundle-token
 ca: /etc/mcp-authz/ca
+tlsServer: /etc/mcp-authz/tls/server
+tlsMetrics: /etc/mcp-authz/tls/metrics
 state: /var/lib/mcp-authz
 {{- end }}
 
@@ -67,6 +69,18 @@ state: /var/lib/mcp-authz
 {{- end }}
 {{- $_ := set $cfg "server" (merge (dict "listen" (printf "0.0.0.0:%v" .Values.ports.grpc)) ($cfg.server | default dict)) }}
 {{- $_ := set $cfg "metrics" (merge (dict "enabled" true "listen" (printf "0.0.0.0:%v" .Values.ports.metrics)) ($cfg.metrics | default dict)) }}
+{{- with .Values.tls.server }}
+{{- if .secretName }}
+{{- $tls := dict "cert_file" (printf "%s/tls.crt" $paths.tlsServer) "key_file" (printf "%s/tls.key" $paths.tlsServer) "require_client_cert" .requireClientCert "allowed_client_identities" (.allowedClientIdentities | default list) }}
+{{- if .requireClientCert }}
+{{- $_ := set $tls "client_ca_file" (printf "%s/ca.crt" $paths.tlsServer) }}
+{{- end }}
+{{- $_ := set $cfg.server "tls" $tls }}
+{{- end }}
+{{- end }}
+{{- if .Values.tls.metrics.secretName }}
+{{- $_ := set $cfg.metrics "tls" (dict "cert_file" (printf "%s/tls.crt" $paths.tlsMetrics) "key_file" (printf "%s/tls.key" $paths.tlsMetrics) "require_client_cert" false) }}
+{{- end }}
 {{- $policy := dict "entrypoint" .Values.policy.entrypoint }}
 {{- if eq .Values.policy.source "image" }}
 {{- $_ := set $policy "bundle" "/app/policies" }}
