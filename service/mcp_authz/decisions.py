@@ -86,6 +86,12 @@ class DecisionPath:
         policy = self._require_policy()
         now_ns = self._clock()
         subject, problem = self._identify(request, now_ns)
+        return self._decide_identified(request, policy, now_ns, subject, problem, started)
+
+    def _decide_identified(self, request: DecisionRequest, policy: CompiledPolicy, now_ns: int,
+                           subject: Subject | None, problem: Reason | None,
+                           started: float) -> Decision:
+        """Evaluate (unless identity already failed), then tell the observers."""
         document: dict[str, Any] | None = None
         engine_seconds = 0.0
         cached = input_json = ""
@@ -106,8 +112,9 @@ class DecisionPath:
     def filter_tools(self, request: DecisionRequest,
                      tools: Sequence[tuple[str, Mapping[str, bool]]]) -> tuple[
                          list[ToolVisibility], str]:
-        """Which of ``tools`` (name, annotations) the caller may see: one evaluation per tool
-        with method ``tools/list``, so the policy decides visibility without arguments."""
+        """Which of ``tools`` (name, annotations) the caller may see: one decision per tool
+        with method ``tools/list`` (the policy decides visibility without arguments), each
+        logged and counted like any other decision."""
         if len(tools) > self._limits.max_tools:
             raise LimitExceeded("tools", "max_tools", self._limits.max_tools)
         for i, (name, _) in enumerate(tools):
@@ -118,15 +125,13 @@ class DecisionPath:
         policy = self._require_policy()
         now_ns = self._clock()
         subject, problem = self._identify(base, now_ns)
-        if problem is not None:
-            return [ToolVisibility(name, False, (problem,)) for name, _ in tools], policy.revision
-        assert subject is not None
         result = []
         for name, hints in tools:
-            document = self.input_document(base, subject, policy, now_ns,
-                                           tool=(name, dict(hints)))
-            outcome = self._evaluate(policy, document, subject, False)[0]
-            result.append(ToolVisibility(name, outcome.allow, outcome.reasons))
+            one = dataclasses.replace(base, tool_name=name, tool_annotations=dict(hints),
+                                      approval_tokens=())
+            decision = self._decide_identified(one, policy, now_ns, subject, problem,
+                                               time.perf_counter())
+            result.append(ToolVisibility(name, decision.allow, decision.reasons))
         return result, policy.revision
 
     def _require_policy(self) -> CompiledPolicy:
@@ -144,10 +149,8 @@ class DecisionPath:
             return None, Reason(exc.code, str(exc))
 
     def input_document(self, request: DecisionRequest, subject: Subject,
-                       policy: CompiledPolicy, now_ns: int,
-                       tool: tuple[str, dict[str, bool]] | None = None) -> dict[str, Any]:
+                       policy: CompiledPolicy, now_ns: int) -> dict[str, Any]:
         """The input the policy sees: verified identity plus the request's data, never a token."""
-        tool_name, annotations = tool or (request.tool_name, dict(request.tool_annotations))
         target, target_args = digest_target(request)
         digest = request_digest(request.tenant, subject.id, request.server_resource,
                                 request.method, target, target_args)
@@ -167,8 +170,8 @@ class DecisionPath:
             "client": {"id": request.client_id, "name": request.client_name,
                        "version": request.client_version},
             "method": request.method,
-            "tool": {"name": tool_name, "arguments": dict(request.tool_arguments),
-                     "annotations": annotations},
+            "tool": {"name": request.tool_name, "arguments": dict(request.tool_arguments),
+                     "annotations": dict(request.tool_annotations)},
             "resource": {"uri": request.resource_uri},
             "prompt": {"name": request.prompt_name, "arguments": dict(request.prompt_arguments)},
             "approvals": approvals,

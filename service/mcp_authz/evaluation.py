@@ -23,7 +23,7 @@ from . import devkeys
 from .activation import PolicyStore
 from .bundles import BundleContents, load_bundle
 from .config import ApprovalConfig, IssuerConfig, LimitsConfig
-from .decisions import DecisionPath, DecisionRecord, digest_target
+from .decisions import TOOLS_LIST, DecisionPath, DecisionRecord, digest_target
 from .engine import DEFAULT_ENTRYPOINT
 from .errors import RequestError
 from .identity import JwtApprovalVerifier, JwtVerifier, request_digest
@@ -181,6 +181,11 @@ class OfflineDecider:
                     for a in approvals)
                 request = dataclasses.replace(
                     request, approval_tokens=request.approval_tokens + tokens)
+        if request.method == TOOLS_LIST:  # one tool's visibility, as FilterTools decides it
+            self.path.filter_tools(request, [(request.tool_name, request.tool_annotations)])
+            record = self._capture.record
+            assert record is not None
+            return Outcome(record.decision, record.input)
         decision = self.path.decide(request)
         record = self._capture.record
         return Outcome(decision, record.input if record else None)
