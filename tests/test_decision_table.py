@@ -5,6 +5,7 @@ reason code and the obligations a gateway depends on. Real RSA/EC keys, a real J
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -228,9 +229,10 @@ def _variant(tmp_path: Path, revision: str, decision_rule: str) -> Path:
     manifest["revision"] = revision
     (bundle / ".manifest").write_text(json.dumps(manifest))
     policy = bundle / "mcp" / "authz" / "policy.rego"
-    text = policy.read_text()
-    assert "decision := decide(input)" in text
-    policy.write_text(text.replace("decision := decide(input)", decision_rule, 1))
+    text, replaced = re.subn(r"^decision := decide\(input\)$", decision_rule.replace("\\", "\\\\"),
+                             policy.read_text(), count=1, flags=re.MULTILINE)
+    assert replaced == 1, "the default policy's entry point rule moved"
+    policy.write_text(text)
     return bundle
 
 
