@@ -288,14 +288,16 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(0.1)
         finally:
             stop.set()
-            for caller in callers:
-                caller.join(15)
-            process.send_signal(signal.SIGTERM)
             try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            issuer.close()
+                for caller in callers:
+                    caller.join(15)
+            finally:  # the service never outlives the soak
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                issuer.close()
         stderr = stderr_path.read_text(errors="replace")
     return report(args, tally, memory, revision, issuer.rotations, stderr)
 
