@@ -85,11 +85,15 @@ class Process:
         self._log.close()
 
 
-def start_service(config: Path, log_dir: Path, timeout: float = 30.0) -> tuple[Process, str]:
-    """``mcp-authz serve`` on a free port; returns it and its target once a policy is active."""
+def start_service(config: Path, log_dir: Path, timeout: float = 30.0,
+                  extra_args: Sequence[str] = ()) -> tuple[Process, str]:
+    """``mcp-authz serve`` on a free port; returns it and its target once a policy is active.
+
+    ``extra_args`` are added to the command line (e.g. ``--workers 2``)."""
     target = f"127.0.0.1:{free_port()}"
     process = Process("decision-service", [sys.executable, "-m", "mcp_authz.cli", "serve",
-                                           "--config", str(config), "--listen", target],
+                                           "--config", str(config), "--listen", target,
+                                           *extra_args],
                       log_dir, wait_for_url=False)
     channel = grpc.insecure_channel(target)
     try:

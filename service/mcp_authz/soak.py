@@ -25,8 +25,6 @@ import itertools
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +40,7 @@ import yaml
 from . import devkeys
 from ._pb.mcp.authz.v1 import authz_pb2 as pb
 from ._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
+from .devstack import start_service
 
 ISSUER = "https://soak-issuer.local"
 RESOURCE = "https://mcp.example.com/soak"
@@ -234,35 +233,14 @@ def write_config(directory: Path, issuer: Issuer, bundle: Path) -> Path:
     return path
 
 
-def start_service(config: Path, count: int, directory: Path) -> tuple[subprocess.Popen[bytes],
-                                                                      str, Path]:
-    stderr_path = directory / "serve.stderr"
-    with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mcp_authz.cli", "serve", "--config", str(config),
-             "--listen", "127.0.0.1:0", "--workers", str(count)],
-            stdout=subprocess.DEVNULL, stderr=stderr)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        text = stderr_path.read_text(errors="replace")
-        if "listening on " in text:
-            port = text.split("listening on ", 1)[1].split(" ", 1)[0].rpartition(":")[2]
-            return process, f"127.0.0.1:{port}", stderr_path
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"the service did not start:\n{stderr_path.read_text()}")
-
-
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mcp-authz-soak-") as tmp:
         directory = Path(tmp)
         issuer, bundle = Issuer(), directory / "bundle"
         revision = 2
         write_revision(bundle, revision)
-        process, target, stderr_path = start_service(write_config(directory, issuer, bundle),
-                                                     args.workers, directory)
+        process, target = start_service(write_config(directory, issuer, bundle), directory,
+                                        timeout=120, extra_args=("--workers", str(args.workers)))
         tally, stop = Tally(), threading.Event()
         memory: dict[int, list[tuple[float, int]]] = {}
         callers = [Caller(target, issuer, tally, stop, seed) for seed in range(args.callers)]
@@ -292,13 +270,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
                 for caller in callers:
                     caller.join(15)
             finally:  # the service never outlives the soak
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                process.stop(30)
                 issuer.close()
-        stderr = stderr_path.read_text(errors="replace")
+        stderr = process.log_path.read_text(errors="replace")
     return report(args, tally, memory, revision, issuer.rotations, stderr)
 
 
