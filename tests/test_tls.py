@@ -306,3 +306,22 @@ def test_tls_config_problems_name_the_option(tmp_path: Path, jwks_server: JsonSe
                                        key_file=str(tmp_path / "bad.crt")), "server.tls", str)
     with pytest.raises(MCPAuthzError, match=r"server.tls.cert_file: .*bad.crt: not a PEM file"):
         files.read()
+
+
+def test_the_decide_command_speaks_mutual_tls(mtls: Any, pki: Pki, keys: Keys, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from mcp_authz.cli import main
+
+    svc, _ = mtls
+    cert, key = pki.gateway.write(tmp_path, "gateway")
+    ca = pki.ca.write(tmp_path)
+    common = ["decide", "--target", f"127.0.0.1:{svc.port}", "--tenant", "acme",
+              "--resource", "https://mcp.example.com/files", "--tool", "read_file",
+              "--arguments", '{"path": "/srv/mcp/acme/reports/q3.txt"}',
+              "--token", keys.token(scopes=("files:read",), roles=("analyst",))]
+    assert main([*common, "--cacert", str(ca), "--cert", str(cert), "--key", str(key)]) == 0
+    assert json.loads(capsys.readouterr().out)["allow"] is True
+    assert main([*common, "--cacert", str(ca)]) == 2  # no client certificate: no connection
+    assert "UNAVAILABLE" in capsys.readouterr().out
+    assert main([*common, "--cacert", str(ca), "--cert", str(cert)]) == 2
+    assert "set both cert_file and key_file" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from google.protobuf import json_format
 
 from .._pb.mcp.authz.v1 import authz_pb2 as pb
 from .._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
+from ..client import TLSOptions
 from ..errors import RequestError
 from ..evaluation import load_request_file
 
@@ -27,7 +28,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--arguments", default="{}", help="tool arguments as a JSON object")
     parser.add_argument("--approval-token", action="append", default=[])
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--cacert", default="", help="CA of the service's certificate (TLS)")
+    parser.add_argument("--cert", default="", help="client certificate (mutual TLS)")
+    parser.add_argument("--key", default="", help="client certificate's key (mutual TLS)")
     parser.set_defaults(run=run)
+
+
+def channel(args: argparse.Namespace) -> grpc.Channel:
+    """Plaintext, or TLS (mutual with --cert/--key) when any TLS option is given."""
+    if not (args.cacert or args.cert or args.key):
+        return grpc.insecure_channel(args.target)
+    try:
+        credentials = TLSOptions(ca_file=args.cacert, cert_file=args.cert,
+                                 key_file=args.key).credentials()
+    except (ValueError, OSError) as exc:
+        raise RequestError("--cacert/--cert/--key", str(exc)) from exc
+    return grpc.secure_channel(args.target, credentials)
 
 
 def build_request(args: argparse.Namespace) -> pb.DecideRequest:
@@ -54,9 +70,10 @@ def build_request(args: argparse.Namespace) -> pb.DecideRequest:
 
 def run(args: argparse.Namespace) -> int:
     request = build_request(args)
-    with grpc.insecure_channel(args.target) as channel:
+    with channel(args) as connection:
         try:
-            decision = pb_grpc.DecisionServiceStub(channel).Decide(request, timeout=args.timeout)
+            decision = pb_grpc.DecisionServiceStub(connection).Decide(request,
+                                                                      timeout=args.timeout)
         except grpc.RpcError as exc:
             print(f"mcp-authz decide: {exc.code().name}: {exc.details()}")
             return 2
