@@ -21,7 +21,7 @@ from adapter_support import (
 
 from mcp_authz.config import load_config
 from mcp_authz.errors import ConfigError
-from support import ROOT, JsonServer, write_config
+from support import JsonServer, write_config
 
 RICK = "CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
 MORTY = "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
@@ -29,10 +29,8 @@ BETH = "CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs"
 
 
 def _interop_file() -> dict[str, Any]:
-    """The working group's decisions: shared/authzen beside the repo (CI lays it there)."""
-    path = ROOT.parent / "shared" / "authzen" / "todo-decisions-1_0-02.json"
-    if not path.exists():
-        pytest.fail(f"{path} not found: shared/ must lie beside the repository")
+    """The working group's decisions (tests/data/authzen/README.md says where they come from)."""
+    path = Path(__file__).parent / "data" / "authzen" / "todo-decisions-1_0-02.json"
     return json.loads(path.read_text())
 
 
