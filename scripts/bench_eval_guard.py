@@ -44,8 +44,9 @@ def guard_overhead(policy: CompiledPolicy, text: str, rounds: int, calls: int) -
             "guard, guard thread": handed_off}
     samples: dict[str, list[float]] = {name: [] for name in ways}
     try:
-        for _ in range(rounds):
-            for name, guard in ways.items():
+        order = list(ways.items())
+        for round_ in range(rounds):
+            for name, guard in order[round_ % 3:] + order[:round_ % 3]:  # rotate: no position bias
                 evalguard.install(guard)
                 policy.evaluate(text)
                 samples[name].append(cpu_per_call(lambda: policy.evaluate(text), calls))
