@@ -95,3 +95,48 @@ def test_token_command_refuses_a_production_config(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "development" in done.stderr
     assert "Traceback" not in done.stderr and not done.stdout
+
+
+def _leaf_paths(cls: type, prefix: str = "") -> list[str]:
+    import dataclasses
+    import types
+    import typing
+
+    paths = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        if typing.get_origin(hint) is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+            hint = typing.get_args(hint)[0]
+        if dataclasses.is_dataclass(hint):
+            paths.extend(_leaf_paths(hint, f"{prefix}{f.name}."))
+        elif f.name != "base_dir":
+            paths.append(f"{prefix}{f.name}")
+    return paths
+
+
+def test_the_example_config_loads_and_shows_every_key() -> None:
+    """examples/config.yaml is the reference the README points to: it must stay complete."""
+    import re
+
+    from mcp_authz.config import Config
+
+    example = Path(__file__).parent.parent / "examples" / "config.yaml"
+    load_config(str(example), environ={})
+    text = example.read_text()
+    lines = text.splitlines()
+    missing = []
+    for path in _leaf_paths(Config):
+        # each segment must appear, as a key, after the previous one (commented or not)
+        position = 0
+        for segment in path.split("."):
+            pattern = re.compile(rf"^\s*(#\s*)?(- )?{re.escape(segment)}:")
+            found = next((i for i in range(position, len(lines)) if pattern.match(lines[i])),
+                         None)
+            if found is None:
+                missing.append(path)
+                break
+            position = found + 1
+    assert not missing, f"examples/config.yaml lacks: {', '.join(missing)}"
