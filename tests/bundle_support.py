@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import tarfile
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_authz.bundlewriter import write_archive
+from mcp_authz.loopback import LoopbackServer
 
 # Revision N allows tool "x" only when N is even: a decision is consistent with the revision it
 # reports exactly when allow == (N is even).
@@ -85,26 +85,13 @@ class BundleServer:
         self.not_modified = 0
         self.unauthorized = 0
         self.lock = threading.Lock()
-        outer = self
+        self._server = LoopbackServer(self._respond)
+        self.url = self._server.url("/bundles/mcp.tar.gz")
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                status, body, etag = outer.answer(self.headers.get("If-None-Match", ""),
-                                                  self.headers.get("Authorization", ""))
-                self.send_response(status)
-                if etag:
-                    self.send_header("ETag", etag)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/bundles/mcp.tar.gz"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+    def _respond(self, method: str, path: str, headers: Any) -> tuple[int, dict[str, str], bytes]:
+        status, body, etag = self.answer(headers.get("If-None-Match", ""),
+                                         headers.get("Authorization", ""))
+        return status, ({"ETag": etag} if etag else {}), body
 
     def publish(self, body: bytes) -> None:
         with self.lock:
@@ -125,8 +112,7 @@ class BundleServer:
             return 200, self.body, self.etag
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 def write_tree(directory: Path, files: dict[str, bytes]) -> Path:

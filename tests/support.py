@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +20,7 @@ from mcp_authz.activation import PolicyStore
 from mcp_authz.config import Config, load_config
 from mcp_authz.decisions import DecisionPath
 from mcp_authz.identity import build_verifiers
+from mcp_authz.loopback import LoopbackServer
 from mcp_authz.server import create_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,36 +37,21 @@ class JsonServer:
         self.documents: dict[str, Any] = {}
         self.hits: dict[str, int] = {}
         self.down = False
-        outer = self
+        self._server = LoopbackServer(self._answer)
+        self.port = self._server.port
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
-                if outer.down or self.path not in outer.documents:
-                    self.send_response(503 if outer.down else 404)
-                    self.end_headers()
-                    return
-                body = json.dumps(outer.documents[self.path]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+    def _answer(self, method: str, path: str, headers: Any) -> tuple[int, dict[str, str], bytes]:
+        self.hits[path] = self.hits.get(path, 0) + 1
+        if self.down or path not in self.documents:
+            return (503 if self.down else 404), {}, b""
+        return 200, {"Content-Type": "application/json"}, json.dumps(
+            self.documents[path]).encode()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return self._server.url(path)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 @dataclass

@@ -20,7 +20,6 @@ Exit status 1 when there was a false allow.
 from __future__ import annotations
 
 import argparse
-import http.server
 import itertools
 import json
 import os
@@ -41,6 +40,7 @@ from . import devkeys
 from ._pb.mcp.authz.v1 import authz_pb2 as pb
 from ._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
 from .devstack import start_service
+from .loopback import LoopbackServer
 
 ISSUER = "https://soak-issuer.local"
 RESOURCE = "https://mcp.example.com/soak"
@@ -71,23 +71,9 @@ class Issuer:
         self._ids = itertools.count(1)
         self.rotations = 0
         self.rotate()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.dumps(outer.jwks()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = LoopbackServer(lambda method, path, headers: (
+            200, {"Content-Type": "application/json"}, json.dumps(self.jwks()).encode()))
+        self.url = self._server.url("/jwks.json")
 
     def rotate(self) -> None:
         """Publish a new key; keep the previous one (tokens in flight), drop older ones."""
@@ -108,8 +94,7 @@ class Issuer:
         return devkeys.mint(key or newest, kid, "RS256", claims)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 def write_revision(directory: Path, n: int) -> None:
