@@ -58,11 +58,18 @@ bench: install
 NPM_PREFIX := .npm-prefix
 MCP_FS     := $(NPM_PREFIX)/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js
 
+MCP_EVERYTHING := $(NPM_PREFIX)/node_modules/@modelcontextprotocol/server-everything/dist/index.js
+
 $(MCP_FS):
 	npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --save-exact \
 		@modelcontextprotocol/server-filesystem@2026.8.31
 
-mcp-servers: $(MCP_FS)
+# The gateway's resources and prompts tests put the everything server behind it.
+$(MCP_EVERYTHING):
+	npm install --prefix $(NPM_PREFIX) --no-audit --no-fund --save-exact \
+		@modelcontextprotocol/server-everything@2026.8.31
+
+mcp-servers: $(MCP_FS) $(MCP_EVERYTHING)
 
 # The decision service, the example MCP server and the gateway in front of the filesystem
 # server, then a scripted client session: allowed, denied and approval-required calls.
