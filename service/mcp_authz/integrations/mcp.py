@@ -148,15 +148,17 @@ def _refusal(decision: Decision, code: str, message: str) -> Decision:
                                obligations=())
 
 
-Resolver = Callable[[str], "tuple[str, str] | None"]
-"""Exposed tool name -> (server id, the server's own tool name); a gateway's routing table."""
+Resolver = Callable[[str, str], "tuple[str, str] | None"]
+"""(method, exposed tool or prompt name or resource URI) -> (server id, the server's own name or
+URI); a gateway's routing table. ``method`` is tools/call, prompts/get or resources/read."""
 
 
 class AuthorizationMiddleware:
     """An `mcp` SDK ``ServerMiddleware``: decide, filter, enforce (see the module docstring).
 
-    ``resolve`` maps the tool names callers see to the server id and tool name the policy knows
-    (a gateway namespaces names per upstream); by default every tool is this server's own.
+    ``resolve`` maps the tool and prompt names and resource URIs callers send to the server id
+    and name the policy knows (a gateway namespaces names per upstream); by default everything is
+    this server's own.
     """
 
     def __init__(self, decider: Decider, *, tenant: str, resource: str, server_id: str = "",
@@ -167,8 +169,8 @@ class AuthorizationMiddleware:
         self.server_id = server_id
         self._resolve = resolve
 
-    def resolve(self, name: str) -> tuple[str, str]:
-        found = self._resolve(name) if self._resolve is not None else None
+    def resolve(self, method: str, name: str) -> tuple[str, str]:
+        found = self._resolve(method, name) if self._resolve is not None else None
         return found if found is not None else (self.server_id, name)
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any],
@@ -210,18 +212,19 @@ class AuthorizationMiddleware:
                  tool: Mapping[str, Any] | None) -> DecisionRequest:
         tokens = _approval_tokens(ctx.meta)
         if ctx.method == "tools/call":
-            server_id, name = self.resolve(str(params.get("name") or ""))
+            server_id, name = self.resolve(ctx.method, str(params.get("name") or ""))
             return dataclasses.replace(
                 self._base_request(ctx, ctx.method, server_id), tool_name=name,
                 tool_arguments=params.get("arguments") or {},
                 tool_annotations=(tool or {}).get("annotations") or {}, approval_tokens=tokens)
-        base = self._base_request(ctx, ctx.method, self.server_id)
+        target = str(params.get("name" if ctx.method == "prompts/get" else "uri") or "")
+        server_id, target = self.resolve(ctx.method, target)
+        base = self._base_request(ctx, ctx.method, server_id)
         if ctx.method == "prompts/get":
-            return dataclasses.replace(base, prompt_name=str(params.get("name") or ""),
+            return dataclasses.replace(base, prompt_name=target,
                                        prompt_arguments=params.get("arguments") or {},
                                        approval_tokens=tokens)
-        return dataclasses.replace(base, resource_uri=str(params.get("uri") or ""),
-                                   approval_tokens=tokens)
+        return dataclasses.replace(base, resource_uri=target, approval_tokens=tokens)
 
     async def _tool_definition(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext,
                                name: Any) -> dict[str, Any] | None:
@@ -270,7 +273,7 @@ class AuthorizationMiddleware:
         by_server: dict[str, list[tuple[str, str, Any]]] = {}
         for tool in tools:
             exposed = str(tool.get("name", ""))
-            server_id, name = self.resolve(exposed)
+            server_id, name = self.resolve("tools/call", exposed)
             by_server.setdefault(server_id, []).append((exposed, name, tool.get("annotations")))
         visible: set[str] = set()
         for server_id, entries in by_server.items():
