@@ -30,7 +30,7 @@ from typing import Any
 
 import anyio
 import httpx2
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.session import IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
@@ -204,7 +204,7 @@ class Upstreams:
             for kind in _offered(client):
                 await _list(client, kind, catalog)
         if client.protocol_version in MODERN_PROTOCOL_VERSIONS and self._tasks is not None:
-            self._tasks.start_soon(self._listen, config.name, client)
+            await self._tasks.start(self._listen, config.name, client)
         log.info("upstream %s: %d tools, %d prompts, %d resources, %d resource templates",
                  config.name, len(catalog.tools), len(catalog.prompts), len(catalog.resources),
                  len(catalog.templates))
@@ -216,16 +216,22 @@ class Upstreams:
                 await self.refresh(upstream, kind)
         return handle
 
-    async def _listen(self, upstream: str, client: Client) -> None:
-        """Keep a 2026-07-28 ``subscriptions/listen`` stream open: its list-changed frames reach
-        the message handler like handshake-era notifications do."""
+    async def _listen(self, upstream: str, client: Client, *,
+                      task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Keep a 2026-07-28 ``subscriptions/listen`` stream open (started once acknowledged):
+        its list-changed frames reach the message handler like handshake-era notifications."""
         wanted = {f"{kind}_list_changed": True for kind in _offered(client)}
+        started = False
         try:
             async with client.listen(**wanted) as events:
+                task_status.started()
+                started = True
                 async for _ in events:
                     pass
-        except Exception as exc:  # the session is closing or the upstream refused: log only
+        except Exception as exc:  # the upstream refused or the session ended: log only
             log.warning("upstream %s: list-change stream ended: %s", upstream, exc)
+        if not started:
+            task_status.started()  # never leave the connecting gateway waiting
 
     async def refresh(self, upstream: str, kind: str) -> None:
         """List ``kind`` of ``upstream`` again and rebuild the tables; on failure keep the old."""
