@@ -16,8 +16,9 @@
         url: http://127.0.0.1:9000/mcp
         headers: ["X-Api-Key: the gateway's own credential"]
 
-Several upstreams: tool names are namespaced ``<name>__<tool>`` (``namespace: always`` does it
-for one upstream too; ``never`` refuses duplicate names at start).
+Several upstreams: tool and prompt names are namespaced ``<name>__<tool>`` (``namespace:
+always`` does it for one upstream too; ``never`` refuses duplicate names at start). Resource URIs
+are not renamed (see upstreams.py for how they are routed).
 """
 
 from __future__ import annotations
