@@ -40,12 +40,16 @@ class Process:
     """One child process; ``url`` is what it printed after ``listening on``, if it does."""
 
     def __init__(self, name: str, command: Sequence[str], log_dir: Path,
-                 cwd: Path | None = None, wait_for_url: bool = True, timeout: float = 30.0):
+                 cwd: Path | None = None, wait_for_url: bool = True, timeout: float = 30.0,
+                 announces_url: bool = True):
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[str] = self.log_path.open("w")
-        self.proc = subprocess.Popen(list(command), cwd=cwd, stdout=subprocess.PIPE,
-                                     stderr=self._log, text=True)
+        # stdout is a pipe only to read the ``listening on`` line; a child that announces none
+        # (the decision service, whose decision log is on stdout) writes it to the log, so it
+        # can never block on a pipe nobody reads
+        self.proc = subprocess.Popen(list(command), cwd=cwd, stderr=self._log, text=True,
+                                     stdout=subprocess.PIPE if announces_url else self._log)
         self.url = ""
         if wait_for_url:
             self.wait_ready(timeout)
@@ -94,7 +98,7 @@ def start_service(config: Path, log_dir: Path, timeout: float = 30.0,
     process = Process("decision-service", [sys.executable, "-m", "mcp_authz.cli", "serve",
                                            "--config", str(config), "--listen", target,
                                            *extra_args],
-                      log_dir, wait_for_url=False)
+                      log_dir, wait_for_url=False, announces_url=False)
     channel = grpc.insecure_channel(target)
     try:
         stub = pb_grpc.DecisionServiceStub(channel)
