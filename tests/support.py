@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +135,20 @@ def running_service(config_path: Path, activate: bool = True) -> Iterator[Servic
     finally:
         channel.close()
         server.stop(0).wait()
+
+
+def wait_until(condition: Callable[[], Any], what: str = "the condition",
+               timeout: float = 30.0) -> Any:
+    """Poll until ``condition()`` is truthy and return it; AssertionError after ``timeout``.
+
+    For what happens on other threads or processes (writers, pollers, workers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def decide_request(token: str, tool: str = "", arguments: dict[str, Any] | None = None,

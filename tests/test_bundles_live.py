@@ -5,7 +5,6 @@ evaluation of a candidate bundle on the same live requests."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from mcp_authz.decisions import DecisionRecord
 from mcp_authz.model import Decision, DecisionRequest, Obligation
 from mcp_authz.shadow import ShadowEvaluator, shadow_from_config
 from mcp_authz.sources import HttpBundleSource
-from support import Keys, decide_request, running_service, write_config
+from support import Keys, decide_request, running_service, wait_until, write_config
 
 ENTRYPOINT = "mcp/authz/decision"
 
@@ -40,14 +39,6 @@ def bundle_server() -> Iterator[BundleServer]:
     server = BundleServer(token="bundle-token-1")
     yield server
     server.close()
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        time.sleep(0.01)
 
 
 def http_source(store: PolicyStore, server: BundleServer, tmp_path: Path,
@@ -99,8 +90,8 @@ def test_poller_thread_follows_the_server(bundle_server: BundleServer, tmp_path:
     try:
         for n in (2, 3, 4):
             bundle_server.publish(revision_archive(n))
-            wait_for(lambda n=n: revision(store) == f"rev-{n}")
-        wait_for(lambda: bundle_server.not_modified >= 2)
+            wait_until(lambda n=n: revision(store) == f"rev-{n}")
+        wait_until(lambda: bundle_server.not_modified >= 2)
         assert bundle_server.ok == 4  # one download per revision, however often it polled
     finally:
         source.stop(1)
@@ -218,7 +209,7 @@ def test_hot_reload_under_load_no_failed_call_and_consistent_revisions(
                 bundle_server.publish(revision_archive(n))
                 source.poll()
                 seen = len(answers)
-                wait_for(lambda n=n, seen=seen: any(
+                wait_until(lambda n=n, seen=seen: any(
                     r == f"rev-{n}" for r, _ in answers[seen:]))
         finally:
             stop.set()

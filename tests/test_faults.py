@@ -17,14 +17,14 @@ from typing import Any
 import grpc
 import pytest
 from bundle_support import BundleServer, revision_archive
-from worker_support import WorkerGroup, wait_until, worker_group
+from worker_support import WorkerGroup, worker_group
 
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2 as pb
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
 from mcp_authz.app import App
 from mcp_authz.config import load_config
 from mcp_authz.evalguard import EXIT_EVALUATION_STUCK
-from support import JsonServer, Keys, decide_request, running_service, write_config
+from support import JsonServer, Keys, decide_request, running_service, wait_until, write_config
 
 requirement = pytest.mark.requirement
 SLOW_BUNDLE = Path(__file__).parent / "data" / "slow_bundle"

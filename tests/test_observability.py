@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -36,21 +35,10 @@ from mcp_authz.evaluation import OfflineDecider
 from mcp_authz.metrics import Metrics
 from mcp_authz.model import DecisionRequest
 from mcp_authz.server import LIVENESS_SERVICE, SERVICE_NAME
-from support import RESOURCE, JsonServer, Keys, decide_request, write_config
+from support import RESOURCE, JsonServer, Keys, decide_request, wait_until, write_config
 
 BUNDLE = Path(__file__).parent / "data" / "obs_bundle"
 SECRET_ARGUMENT = "hunter2-correct-horse"
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll until ``condition()`` is truthy (the writer thread is asynchronous)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -101,7 +89,7 @@ def start_app(tmp_path: Path, jwks_server: JsonServer) -> Iterator[Callable[...,
 def log_lines(app: App, count: int) -> list[dict[str, Any]]:
     assert app.decision_log is not None
     path = Path(app.config.path(app.config.decision_log.path))
-    wait_for(lambda: app.decision_log.written >= count, f"{count} decision log lines")
+    wait_until(lambda: app.decision_log.written >= count, f"{count} decision log lines")
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -341,7 +329,7 @@ def test_write_errors_are_counted_and_warned_not_raised(
         outcome = decider.decide(DecisionRequest(method="tools/call", tenant="acme",
                                                  server_resource=RESOURCE, tool_name="read_file"),
                                  claims={"sub": "alice", "tenant": "acme"})
-        wait_for(lambda: decision_log.write_errors, "a write error")
+        wait_until(lambda: decision_log.write_errors, "a write error")
         decision_log.stop(1)
     assert outcome.decision.allow
     assert decision_log.dropped == 1 and decision_log.written == 0
@@ -424,7 +412,7 @@ def test_serve_writes_only_decision_lines_to_stdout(tmp_path: Path, jwks_server:
             [sys.executable, "-m", "mcp_authz.cli", "serve", "--config", str(config)],
             stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
-        ports = wait_for(lambda: _ports(stderr_path.read_text()), "serve to start", 30)
+        ports = wait_until(lambda: _ports(stderr_path.read_text()), "serve to start", 30)
         grpc_port, http_port = ports
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
         decision = pb_grpc.DecisionServiceStub(channel).Decide(

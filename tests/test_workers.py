@@ -12,10 +12,10 @@ from pathlib import Path
 import grpc
 import pytest
 from bundle_support import revision_files
-from worker_support import WorkerGroup, wait_until, worker_group
+from worker_support import WorkerGroup, worker_group
 
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
-from support import JsonServer, Keys, decide_request, write_config
+from support import JsonServer, Keys, decide_request, wait_until, write_config
 
 
 def write_bundle(directory: Path, revision: int) -> None:

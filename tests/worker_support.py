@@ -13,10 +13,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,20 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2 as pb
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
+from support import wait_until
 
 # a group ("(N worker processes)") or, with --workers 1, the single process ("(policy ...")
 LISTENING_RE = re.compile(r"listening on [\d.]+:(\d+) \((?:(\d+) worker processes|policy)")
 OPS_RE = re.compile(r"metrics and health on http://[\d.]+:(\d+)")
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
