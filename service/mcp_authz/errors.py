@@ -4,7 +4,6 @@
     ├── ConfigError            the config file or environment is invalid (CLI exit 2)
     ├── RequestError           a malformed request: INVALID_ARGUMENT, names the field
     │   └── LimitExceeded      a configured limit was hit: names the limit
-    ├── Overloaded             too many requests in flight: RESOURCE_EXHAUSTED
     ├── DeadlineExceeded       the call's deadline passed before a decision: DEADLINE_EXCEEDED
     ├── NoPolicyError          no active policy: UNAVAILABLE
     ├── BundleError            a bundle failed to read, verify or compile (file:line)
@@ -12,6 +11,8 @@
     └── IdentityError          a token was refused; ``code`` is the deny reason code
 
 Callers see ``str(error)``: a message that names what is wrong and never holds a token.
+Too many requests in flight is RESOURCE_EXHAUSTED from grpc itself
+(``server.max_concurrent_requests``).
 ``GRPC_STATUS`` maps each class to the status a servicer returns; it is applied in one place
 (``server.py``). ``IdentityError`` and ``PolicyError`` never become a status: they become a deny.
 """
@@ -57,10 +58,6 @@ class LimitExceeded(RequestError):
         super().__init__(field, f"exceeds limits.{limit} ({value})")
 
 
-class Overloaded(MCPAuthzError):
-    code = "overloaded"
-
-
 class DeadlineExceeded(MCPAuthzError):
     """The call's deadline (the caller's, or ``limits.default_deadline_ms``) has passed."""
 
@@ -91,7 +88,6 @@ class IdentityError(MCPAuthzError):
 
 GRPC_STATUS: dict[type[MCPAuthzError], grpc.StatusCode] = {
     RequestError: grpc.StatusCode.INVALID_ARGUMENT,
-    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     NoPolicyError: grpc.StatusCode.UNAVAILABLE,
 }

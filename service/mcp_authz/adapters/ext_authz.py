@@ -76,8 +76,7 @@ class ExtAuthzServicer:
             headers = _headers(http)
             message = self._message(http, headers)
             message_id = message.id if message else None
-            return self._answer(message, http.method, headers,
-                                dict(attributes.context_extensions), http.id)
+            return self._answer(message, headers, dict(attributes.context_extensions), http.id)
         except MCPAuthzError as exc:
             return _error_response(exc, message_id)
         except Exception:
@@ -104,7 +103,7 @@ class ExtAuthzServicer:
         key = "uri" if method.startswith("resources/") else "name"
         return McpMessage(method, None, {key: name} if name is not None else {})
 
-    def _answer(self, message: McpMessage | None, http_method: str, headers: Mapping[str, str],
+    def _answer(self, message: McpMessage | None, headers: Mapping[str, str],
                 extensions: Mapping[str, str], http_id: str) -> external_auth_pb2.CheckResponse:
         token = bearer(headers.get("authorization", ""))
         resource_metadata = extensions.get("resource_metadata",
