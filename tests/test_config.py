@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from mcp_authz.config import load_config
 from mcp_authz.errors import ConfigError
+from mcp_authz.workers import engine_threads
 
 ISSUER = """
 identity:
@@ -140,3 +142,18 @@ def test_the_example_config_loads_and_shows_every_key() -> None:
                 break
             position = found + 1
     assert not missing, f"examples/config.yaml lacks: {', '.join(missing)}"
+
+
+@pytest.mark.requirement("engine-threads")
+def test_engine_threads_divide_the_cores_among_workers_unless_set(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    config = load_config(_write(tmp_path, ISSUER), environ={})
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [engine_threads(config, workers) for workers in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    pinned = load_config(_write(tmp_path, ISSUER),
+                         environ={"MCP_AUTHZ__SERVER__ENGINE_THREADS": "3"})
+    assert engine_threads(pinned, 8) == 3
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, ISSUER + "server:\n  engine_threads: -1\n"), environ={})
+    assert "server.engine_threads: must be 0 (automatic) or more" in info.value.problems

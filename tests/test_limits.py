@@ -17,7 +17,16 @@ from mcp_authz._pb.mcp.authz.v1 import authz_pb2 as pb
 from mcp_authz.config import LimitsConfig
 from mcp_authz.decisions import DecisionRecord
 from mcp_authz.evalguard import EvaluationGuard
-from support import JsonServer, Keys, Service, decide_request, running_service, write_config
+from mcp_authz.workers import engine_threads
+from support import (
+    JsonServer,
+    Keys,
+    Service,
+    decide_request,
+    running_service,
+    wait_until,
+    write_config,
+)
 
 requirement = pytest.mark.requirement
 SLOW_BUNDLE = Path(__file__).parent / "data" / "slow_bundle"
@@ -165,3 +174,48 @@ def test_message_size_and_tool_count_limits(slow: tuple[Service, Recorder], keys
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details() == "tools: exceeds limits.max_tools (3)"
     assert recorder.request_ids == []
+
+
+@requirement("engine-threads")
+@pytest.mark.parametrize("slots", [1, 2])
+def test_engine_threads_bound_the_evaluations_running_at_once(slots: int) -> None:
+    guard = EvaluationGuard(LimitsConfig(evaluation_thread_min_bytes=10**6), threads=4,
+                            engine_threads=slots, abort=lambda message: None)
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def evaluation() -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    with futures.ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: guard.run(evaluation, size=10), range(12)))
+    assert most[0] == slots
+
+
+@requirement("engine-threads")
+@pytest.mark.parametrize("slow", [{"server": {"engine_threads": 1},
+                                   "limits": {"default_deadline_ms": 500}}], indirect=True)
+def test_a_call_waiting_for_an_evaluation_slot_past_its_deadline_is_not_decided(
+        slow: tuple[Service, Recorder], keys: Keys) -> None:
+    svc, recorder = slow
+    guard = EvaluationGuard(svc.config.limits, threads=4,
+                            engine_threads=engine_threads(svc.config, workers=1))
+    guard.start()
+    try:
+        with futures.ThreadPoolExecutor(1) as pool:
+            long = pool.submit(svc.stub.Decide, spin(keys, 2 * SECOND, "long"), timeout=60)
+            wait_until(lambda: guard.longest_ms() > 0, "the long evaluation to start")
+            with pytest.raises(grpc.RpcError) as info:
+                svc.stub.Decide(spin(keys, 0, "queued"))  # the 500 ms default deadline applies
+            assert long.result().allow
+    finally:
+        guard.stop()
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert info.value.details() == ("limits.default_deadline_ms (500) passed while waiting for "
+                                    "an evaluation slot (server.engine_threads)")
+    assert recorder.request_ids == ["long"]  # the queued call was never decided

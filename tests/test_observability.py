@@ -117,6 +117,8 @@ def test_metrics_parse_and_counters_move_with_decisions(start_app: Any, keys: Ke
                  reason="token_invalid") == 1
     assert moved("mcp_authz_decision_duration_seconds_count", **call) == 3
     assert moved("mcp_authz_engine_duration_seconds_count", **call) == 2  # not for a bad token
+    # two evaluations of the default policy cost CPU; a refused token costs the engine none
+    assert 0 < moved("mcp_authz_engine_cpu_seconds_total") < 5
     assert sample(after, "mcp_authz_bundle_activations_total", outcome="success") == 1
     assert sample(after, "mcp_authz_policy_revision_info", revision="obs-1") == 1
     assert sample(after, "mcp_authz_policy_active") == 1

@@ -28,6 +28,7 @@ from .shadow import shadow_from_config
 from .sources import bundle_source, policy_store
 from .tls import HttpTls
 from .worker_state import WorkerBoard
+from .workers import engine_threads
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,11 @@ class App:
     """Everything ``mcp-authz serve`` runs, built from one validated config."""
 
     def __init__(self, config: Config, bundle: str | None = None, listen: str | None = None,
-                 worker: WorkerBoard | None = None):
+                 worker: WorkerBoard | None = None, workers: int = 1):
         self.config = config
         self.bundle = config.path(bundle or config.policy.bundle)
-        #: set in a worker of a group (workers.py): its slot on the group's status board
+        #: set in a worker of a group (workers.py): its slot on the group's status board;
+        #: ``workers`` is the group's size (it divides the cores among the workers' engines)
         self.worker = worker
         verifier, approvals = build_verifiers(config)
         self.store = policy_store(config)
@@ -94,7 +96,8 @@ class App:
         # gateway protocols (ext_authz, ExtMcp, AuthZEN): after the native server and the bundle
         self.components.extend(adapter_components(self))
         # the evaluation-time bound: first to start, last to stop
-        self.guard = EvaluationGuard(config.limits, config.server.max_workers)
+        self.guard = EvaluationGuard(config.limits, config.server.max_workers,
+                                     engine_threads(config, workers))
         self.components.insert(0, self.guard)
 
     def _observability(self) -> None:

@@ -59,6 +59,10 @@ class ServerConfig:
     #: Worker processes serving ``listen`` together (SO_REUSEPORT, workers.py); 0 = one per
     #: core, 1 = a single process with no supervisor.
     workers: int = 0
+    #: Evaluations one worker runs at once (regopy releases the GIL while it evaluates, so one
+    #: process can keep several cores busy); 0 = the cores divided among the workers, at
+    #: least 1. Calls beyond it wait for a turn within their deadline.
+    engine_threads: int = 0
     tls: TlsConfig | None = None
 
 
@@ -498,6 +502,8 @@ def _cross_checks(config: Config) -> list[str]:
     for name in ("max_workers", "max_concurrent_requests", "max_message_bytes"):
         if getattr(config.server, name) is not None and getattr(config.server, name) < 1:
             problems.append(f"server.{name}: must be at least 1")
+    if config.server.engine_threads < 0:
+        problems.append("server.engine_threads: must be 0 (automatic) or more")
     problems.extend(_performance_checks(config))
     problems.extend(_hardening_checks(config))
     for f in dataclasses.fields(LimitsConfig):

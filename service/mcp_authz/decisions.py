@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import evalguard
 from .config import LimitsConfig
 from .decision_cache import DecisionCache
 from .engine import CompiledPolicy, PolicyResult
@@ -49,6 +50,8 @@ class DecisionRecord:
     cache: str = ""
     #: the exact JSON text the engine was given for ``input`` ("" when nothing was evaluated)
     input_json: str = ""
+    #: CPU time the engine spent on this decision (0 on a cache hit or with no evaluation)
+    engine_cpu_seconds: float = 0.0
 
 
 class DecisionObserver(Protocol):
@@ -93,20 +96,23 @@ class DecisionPath:
                            started: float) -> Decision:
         """Evaluate (unless identity already failed), then tell the observers."""
         document: dict[str, Any] | None = None
-        engine_seconds = 0.0
+        engine_seconds = engine_cpu = 0.0
         cached = input_json = ""
         if problem is not None:
             result = _deny(problem)
         else:
             assert subject is not None
             document = self.input_document(request, subject, policy, now_ns)
+            evalguard.engine_cpu_taken()  # what an earlier call on this thread left uncounted
             engine_started = time.perf_counter()
             result, cached, input_json = self._evaluate(policy, document, subject, bool(
                 request.approval_tokens))
             engine_seconds = time.perf_counter() - engine_started
+            engine_cpu = evalguard.engine_cpu_taken()
         decision = _decision(request.request_id, result, policy.revision, now_ns)
         self._notify(DecisionRecord(request, decision, document, subject, engine_seconds,
-                                    time.perf_counter() - started, cached, input_json))
+                                    time.perf_counter() - started, cached, input_json,
+                                    engine_cpu))
         return decision
 
     def filter_tools(self, request: DecisionRequest,

@@ -28,7 +28,7 @@ from regopy import rego_shared as _rego
 
 from . import evalguard
 from .bundles import BundleContents
-from .errors import BundleError, PolicyError
+from .errors import BundleError, DeadlineExceeded, PolicyError
 from .evalguard import EvaluationTimeout
 from .model import Obligation, Reason
 
@@ -96,7 +96,7 @@ class CompiledPolicy:
         try:  # bounded in time by the process's evaluation guard (evalguard.py)
             ok, text = evalguard.run(_query, self._bundle, entrypoint, input_json,
                                      size=len(input_json))
-        except EvaluationTimeout:
+        except (EvaluationTimeout, DeadlineExceeded):  # each names the bound it hit
             raise
         except Exception as exc:  # regopy raises RegoError, ValueError, UnicodeError...
             raise PolicyError(f"evaluation failed: {_one_line(str(exc))}") from exc

@@ -15,6 +15,12 @@ A regopy evaluation is one C++ call that cannot be interrupted. Two measures bou
   ends the process with ``EXIT_EVALUATION_STUCK``. Calls in flight on it fail with UNAVAILABLE
   at the caller (never an allow) and the worker supervisor starts a fresh worker.
 
+It also bounds how many evaluations run at once (``server.engine_threads``, workers.py). regopy
+releases the GIL while it evaluates, so without a bound one process runs an evaluation on every
+request thread, and a worker per core oversubscribes the machine: threads queue for the cores
+and the GIL and every call costs more CPU. A call waits for a slot within its deadline; the
+watchdog counts from when the evaluation starts, not from when it began waiting.
+
 The guard is process-wide (``install``), like the watchdog's remedy. The engine calls ``run``
 for every query; with no guard installed that is a direct call.
 """
@@ -85,7 +91,7 @@ def exit_worker(message: str) -> None:
 class EvaluationGuard:
     """Bounds every evaluation of this process; a lifecycle component (the watchdog thread)."""
 
-    def __init__(self, limits: LimitsConfig, threads: int,
+    def __init__(self, limits: LimitsConfig, threads: int, engine_threads: int | None = None,
                  abort: Callable[[str], None] = exit_worker,
                  clock: Callable[[], float] = time.monotonic):
         self._max_seconds = limits.max_evaluation_ms / 1000
@@ -94,6 +100,7 @@ class EvaluationGuard:
         self._thread_min_bytes = limits.evaluation_thread_min_bytes
         self._abort = abort
         self._clock = clock
+        self._slots = None if engine_threads is None else threading.BoundedSemaphore(engine_threads)
         self._pool = futures.ThreadPoolExecutor(max_workers=threads,
                                                 thread_name_prefix="evaluate")
         self._running: dict[int, float] = {}
@@ -105,28 +112,39 @@ class EvaluationGuard:
     def run(self, query: Callable[..., T], *args: Any, size: int) -> T:
         """``query(*args)``, bounded; ``size`` is the input's length, which picks the thread."""
         if size < self._thread_min_bytes:
-            return self._watched(query, args)
+            value, cpu = self._watched(query, args)
+            _charge(cpu)
+            return value
         bound = self._max_seconds
         deadline = getattr(_call, "deadline", None)
         if deadline is not None:
             bound = max(min(bound, deadline - time.monotonic()), 0.0)
         future = self._pool.submit(self._watched, query, args)
         try:
-            return future.result(bound)
+            value, cpu = future.result(bound)
         except futures.TimeoutError:
             future.cancel()
             self.timeouts += 1
             limit = ("limits.max_evaluation_ms" if bound >= self._max_seconds
                      else "the call's deadline")
             raise EvaluationTimeout(f"evaluation exceeded {limit} ({self._max_ms} ms)") from None
+        _charge(cpu)
+        return value
 
-    def _watched(self, query: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _watched(self, query: Callable[..., T], args: tuple[Any, ...]) -> tuple[T, float]:
+        """``query(*args)`` in an evaluation slot, watched; with the CPU time it took."""
+        slots = self._slots
+        if slots is not None:
+            _acquire(slots)
         key = next(self._ids)
         self._running[key] = self._clock()
+        started = time.thread_time()
         try:
-            return query(*args)
+            return query(*args), time.thread_time() - started
         finally:
             del self._running[key]
+            if slots is not None:
+                slots.release()
 
     def longest_ms(self) -> float:
         """How long the oldest evaluation still running has run, in ms (0 when none is)."""
@@ -159,6 +177,30 @@ class EvaluationGuard:
                 return
 
 
+def engine_cpu_taken() -> float:
+    """CPU seconds evaluations spent for this thread's calls since the last take (then 0).
+
+    Counted on the thread that evaluated, the guard thread included, so the metric says what
+    the engine itself costs next to the service's CPU as a whole."""
+    spent = getattr(_call, "engine_cpu", 0.0)
+    _call.engine_cpu = 0.0
+    return spent
+
+
+def _charge(seconds: float) -> None:
+    _call.engine_cpu = getattr(_call, "engine_cpu", 0.0) + seconds
+
+
+def _acquire(slots: threading.BoundedSemaphore) -> None:
+    """An evaluation slot, waiting no longer than this thread's call deadline."""
+    deadline = getattr(_call, "deadline", None)
+    if deadline is None:
+        slots.acquire()
+    elif not slots.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+        raise DeadlineExceeded(f"{_call.source} passed while waiting for an evaluation slot "
+                               "(server.engine_threads)")
+
+
 _installed: EvaluationGuard | None = None
 
 
@@ -171,4 +213,10 @@ def install(guard: EvaluationGuard | None) -> None:
 def run(query: Callable[..., T], *args: Any, size: int) -> T:
     """The engine's entry: ``query(*args)`` through the installed guard, if any."""
     guard = _installed
-    return query(*args) if guard is None else guard.run(query, *args, size=size)
+    if guard is not None:
+        return guard.run(query, *args, size=size)
+    started = time.thread_time()
+    try:
+        return query(*args)
+    finally:
+        _charge(time.thread_time() - started)

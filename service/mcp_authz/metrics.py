@@ -97,6 +97,11 @@ class Metrics:
         self.engine_seconds = Histogram(
             "mcp_authz_engine_duration_seconds", "Time the Rego engine spent on one decision.",
             ["method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.engine_cpu = Counter(
+            "mcp_authz_engine_cpu_seconds",
+            "CPU time the Rego engine spent on decisions (input parse and evaluation), on the "
+            "threads that evaluated. Against process_cpu_seconds_total: the service's share.",
+            registry=r)
         self.token_failures = Counter(
             "mcp_authz_token_verification_failures",
             "Refused tokens, by kind (bearer or approval) and reason code.",
@@ -156,6 +161,8 @@ class Metrics:
                 self.token_failures.labels("bearer", reason).inc()
             return
         self.engine_seconds.labels(method).observe(record.engine_seconds)
+        if record.engine_cpu_seconds:
+            self.engine_cpu.inc(record.engine_cpu_seconds)
         if record.cache:
             self.cache_lookups.labels(record.cache).inc()
         for error in record.input.get("approval_errors") or ():

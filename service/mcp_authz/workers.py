@@ -79,6 +79,15 @@ def worker_count(config: Config, requested: int | None = None) -> int:
     return os.cpu_count() or 1
 
 
+def engine_threads(config: Config, workers: int) -> int:
+    """Evaluations one of ``workers`` processes runs at once: ``server.engine_threads``, else
+    the cores divided among the workers (at least 1), so the group keeps every core busy and
+    no more: one worker per core evaluates on one thread."""
+    if config.server.engine_threads:
+        return config.server.engine_threads
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
 def _unshared_listeners(config: Config) -> list[str]:
     adapters = config.adapters
     names = [f"adapters.{name}.listen" for name in ("ext_authz", "ext_mcp")
@@ -264,12 +273,12 @@ def watch_parent(parent: int | None, stopping: threading.Event) -> None:
         time.sleep(0.2)
 
 
-def worker_command(args: Any) -> Callable[[str, int, str], list[str]]:
-    """The worker command line for a ``serve`` invocation's arguments."""
+def worker_command(args: Any, count: int) -> Callable[[str, int, str], list[str]]:
+    """The worker command line for a ``serve`` invocation's arguments (``count`` workers)."""
 
     def argv(listen: str, index: int, run_dir: str) -> list[str]:
         command = [sys.executable, "-m", "mcp_authz.cli", "serve", "--config", args.config,
-                   "--listen", listen, "--log-level", args.log_level,
+                   "--listen", listen, "--log-level", args.log_level, "--workers", str(count),
                    "--worker-index", str(index), "--run-dir", run_dir]
         return command + (["--bundle", args.bundle] if args.bundle else [])
 

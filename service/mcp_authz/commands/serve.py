@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     parent = os.getppid()
     isolate_engine_stdout()
     board = None if args.worker_index is None else WorkerBoard(args.run_dir, args.worker_index)
-    app = App(config, bundle=args.bundle, listen=args.listen, worker=board)
+    app = App(config, bundle=args.bundle, listen=args.listen, worker=board,
+              workers=1 if board is None else args.workers)
     app.start()
     if board is None:
         host = (args.listen or config.server.listen).rpartition(":")[0]
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 def supervise(args: argparse.Namespace, config: Config, count: int) -> int:
     """Run ``count`` workers on one port until SIGTERM (workers.py)."""
-    supervisor = Supervisor(config, count, worker_command(args),
+    supervisor = Supervisor(config, count, worker_command(args, count),
                             args.listen or config.server.listen)
 
     def listening(host: str, port: int) -> None:
