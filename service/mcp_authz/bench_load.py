@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from prometheus_client.parser import text_string_to_metric_families
 
 from ._pb.mcp.authz.v1 import authz_pb2 as pb
 from ._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
@@ -90,6 +92,20 @@ def h2load(port: int, method: str, frame: Path, *, clients: int, streams: int,
             **percentiles_us(latencies)}
 
 
+def per_call_us(spent: float, calls: int, seconds: float, warmup: float = 1.0) -> float:
+    """CPU seconds spent over an h2load run per counted call, in µs. h2load does not count the
+    warm-up's calls, but their CPU is spent: it is scaled away by time."""
+    return spent * seconds / (seconds + warmup) / max(calls, 1) * 1e6
+
+
+def scrape(port: int, name: str) -> float:
+    """The sum of a metric's samples on a server's ``/metrics`` (0 when absent)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == name)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -145,11 +161,9 @@ class Served:
         pids = self.pids()
         before = cpu_seconds(pids)
         result = h2load(self.port, method, frame, **load)
-        spent = cpu_seconds(pids) - before
-        # the warm-up's calls are not counted by h2load, but their CPU is: scale by time
-        share = load["seconds"] / (load["seconds"] + load.get("warmup", 1.0))
-        calls = max(result["ops"], 1) * per_message
-        result["server_cpu_us_per_op"] = spent * share / calls * 1e6
+        result["server_cpu_us_per_op"] = per_call_us(cpu_seconds(pids) - before,
+                                                     result["ops"] * per_message,
+                                                     load["seconds"], load.get("warmup", 1.0))
         return result
 
 
