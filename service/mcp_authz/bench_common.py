@@ -7,6 +7,7 @@ rather than absolute figures across runs (machines here are shared and noisy).
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,29 @@ def timed_loop(fn: Callable[[], Any], seconds: float) -> dict[str, float]:
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     return {"ops": len(samples), "per_s": len(samples) / wall,
             "cpu_us_per_op": cpu / len(samples) * 1e6, **percentiles(samples)}
+
+
+def threaded_loop(make: Callable[[], Callable[[], Any]], threads: int,
+                  seconds: float) -> dict[str, float]:
+    """``threads`` threads, each calling its own ``make()`` for ``seconds``: throughput on the
+    whole machine (an engine that releases the GIL scales with them; one that does not, not)."""
+    counts = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def loop(index: int) -> None:
+        fn = make()
+        while time.perf_counter() < stop:
+            fn()
+            counts[index] += 1
+    workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    cpu0, start = time.process_time(), time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    wall, cpu, ops = time.perf_counter() - start, time.process_time() - cpu0, max(sum(counts), 1)
+    return {"ops": ops, "threads": threads, "per_s": ops / wall, "cpu_us_per_op": cpu / ops * 1e6,
+            "p50_us": 0.0, "p99_us": 0.0}
 
 
 class Setup:
