@@ -1,6 +1,8 @@
 """``make bench``: the full performance report, every number from one run on this machine.
 
-- in process: the engine alone, the engine path (input encoding + engine), the decision path,
+- in process: the engine alone (back to back, and with a 2 ms pause between evaluations, as a
+  server thread has: the same work costs more CPU on a thread that sleeps between calls), the
+  engine path (input encoding + engine) on one thread and on a thread per core, the decision path,
   the decision path answering from its cache, token verification (with and without the
   verified-token cache); OPA's Go engine on the same bundle and inputs when installed;
 - the miss path: a known and an unknown tool on a 10,000-tool, 1,000-tenant catalog;
