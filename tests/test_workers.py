@@ -96,6 +96,15 @@ def test_every_worker_converges_on_a_new_revision_and_answers_match_it(
         channel.close()
 
 
+@pytest.mark.requirement("engine-threads")
+def test_the_cores_are_divided_among_the_workers_engines(group: WorkerGroup) -> None:
+    each = max(1, (os.cpu_count() or 1) // 2)
+    assert f"(2 worker processes, {each} engine threads each)" in group.stderr()
+    for worker in group.workers():  # each worker sizes its engine from the group's size
+        argv = Path(f"/proc/{worker.pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--workers") + 1] == b"2"
+
+
 @pytest.mark.requirement("workers-crash-fails-closed")
 @pytest.mark.parametrize("signum", [signal.SIGSEGV, signal.SIGKILL])
 def test_a_dead_worker_is_restarted_the_other_serves_and_nothing_is_allowed(

@@ -13,7 +13,7 @@ from typing import Any
 from ..app import App
 from ..config import Config, load_config
 from ..worker_state import WorkerBoard
-from ..workers import Supervisor, watch_parent, worker_command, worker_count
+from ..workers import Supervisor, engine_threads, watch_parent, worker_command, worker_count
 
 log = logging.getLogger("mcp_authz.serve")
 
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     app.start()
     if board is None:
         host = (args.listen or config.server.listen).rpartition(":")[0]
-        log.info("mcp-authz listening on %s:%d (policy revision %r)", host, app.grpc.port,
-                 app.store.status().active_revision)
+        log.info("mcp-authz listening on %s:%d (policy revision %r, %d engine threads)", host,
+                 app.grpc.port, app.store.status().active_revision, engine_threads(config, 1))
         if config.development is not None:
             print(first_decision_hint(args, app.grpc.port), file=sys.stderr, flush=True)
     stopping = threading.Event()
@@ -94,7 +94,8 @@ def supervise(args: argparse.Namespace, config: Config, count: int) -> int:
                             args.listen or config.server.listen)
 
     def listening(host: str, port: int) -> None:
-        log.info("mcp-authz listening on %s:%d (%d worker processes)", host, port, count)
+        log.info("mcp-authz listening on %s:%d (%d worker processes, %d engine threads each)",
+                 host, port, count, engine_threads(config, count))
         if config.development is not None:
             print(first_decision_hint(args, port), file=sys.stderr, flush=True)
 
