@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from mcp_authz import workers
 from mcp_authz.config import load_config
 from mcp_authz.errors import ConfigError
 from mcp_authz.workers import engine_threads
@@ -149,8 +149,8 @@ def test_engine_threads_divide_the_cores_among_workers_unless_set(tmp_path: Path
                                                                   monkeypatch: pytest.MonkeyPatch
                                                                   ) -> None:
     config = load_config(_write(tmp_path, ISSUER), environ={})
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    assert [engine_threads(config, workers) for workers in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    monkeypatch.setattr(workers, "available_cpus", lambda: 8)
+    assert [engine_threads(config, count) for count in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
     pinned = load_config(_write(tmp_path, ISSUER),
                          environ={"MCP_AUTHZ__SERVER__ENGINE_THREADS": "3"})
     assert engine_threads(pinned, 8) == 3

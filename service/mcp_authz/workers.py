@@ -45,6 +45,7 @@ from typing import Any
 from prometheus_client import multiprocess
 
 from .config import Config
+from .cpus import available_cpus
 from .errors import ConfigError, MCPAuthzError
 from .metrics import GroupMetrics
 from .monitoring import MonitoringServer
@@ -61,7 +62,8 @@ POLL_SECONDS = 0.1
 
 
 def worker_count(config: Config, requested: int | None = None) -> int:
-    """How many workers to run: ``--workers``, else ``server.workers``, else one per core.
+    """How many workers to run: ``--workers``, else ``server.workers``, else one per core this
+    process may use (cpus.py: the affinity mask and the container's CPU quota).
 
     Adapters on listeners of their own (ext_authz/ExtMcp ``listen``, AuthZEN HTTP) bind in
     one process only: with them, an explicit count above 1 is an error and the default is 1."""
@@ -76,7 +78,7 @@ def worker_count(config: Config, requested: int | None = None) -> int:
     if unshared:
         log.info("one worker process: %s listen on ports of their own", ", ".join(unshared))
         return 1
-    return os.cpu_count() or 1
+    return available_cpus()
 
 
 def engine_threads(config: Config, workers: int) -> int:
@@ -85,7 +87,7 @@ def engine_threads(config: Config, workers: int) -> int:
     no more: one worker per core evaluates on one thread."""
     if config.server.engine_threads:
         return config.server.engine_threads
-    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+    return max(1, available_cpus() // max(workers, 1))
 
 
 def _unshared_listeners(config: Config) -> list[str]:
