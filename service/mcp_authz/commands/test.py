@@ -7,13 +7,13 @@ engines disagreed, 2 a usage or load error (message with file:line, before any t
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ..cpus import available_cpus
 from ..errors import MCPAuthzError
 from ..policytest.report import FORMATS, render
 from ..policytest.runner import Options, collect, run
@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
 def run_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     options = Options(run=_regex(args.run_regex), compare_opa=args.compare_opa,
-                      entrypoint=args.entrypoint, workers=min(4, os.cpu_count() or 1),
+                      entrypoint=args.entrypoint, workers=min(4, available_cpus()),
                       timeout=args.timeout)
     if args.compare_opa:
         from ..policytest.opa import require_opa
