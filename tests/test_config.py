@@ -157,3 +157,13 @@ def test_engine_threads_divide_the_cores_among_workers_unless_set(tmp_path: Path
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, ISSUER + "server:\n  engine_threads: -1\n"), environ={})
     assert "server.engine_threads: must be 0 (automatic) or more" in info.value.problems
+
+
+def test_a_removed_option_says_what_replaced_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, ISSUER + "limits:\n  evaluation_thread_min_bytes: 8192\n"),
+                    environ={})
+    assert info.value.problems == [
+        "limits.evaluation_thread_min_bytes: removed: every evaluation now runs on the engine "
+        "threads (server.engine_threads) and is bounded by limits.max_evaluation_ms; delete "
+        "this line"]

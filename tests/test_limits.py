@@ -16,7 +16,7 @@ import pytest
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2 as pb
 from mcp_authz.config import LimitsConfig
 from mcp_authz.decisions import DecisionRecord
-from mcp_authz.evalguard import EvaluationGuard
+from mcp_authz.evalguard import EvaluationGuard, EvaluationTimeout
 from mcp_authz.workers import engine_threads
 from support import (
     JsonServer,
@@ -63,13 +63,12 @@ def spin(keys: Keys, units: int, request_id: str = "", pad: int = 0) -> pb.Decid
 
 
 @requirement("evaluation-time-bounded")
-@pytest.mark.parametrize("slow", [{"limits": {"max_evaluation_ms": 200,
-                                              "evaluation_thread_min_bytes": 1}}], indirect=True)
+@pytest.mark.parametrize("slow", [{"limits": {"max_evaluation_ms": 200}}], indirect=True)
 def test_an_evaluation_past_max_evaluation_ms_is_denied_naming_the_limit(
         slow: tuple[Service, Recorder], keys: Keys) -> None:
     svc, _ = slow
     aborts: list[str] = []
-    guard = EvaluationGuard(svc.config.limits, threads=4, abort=aborts.append)
+    guard = EvaluationGuard(svc.config.limits, engine_threads=2, abort=aborts.append)
     guard.start()
     try:
         fast = svc.stub.Decide(spin(keys, 0), timeout=30)
@@ -84,29 +83,31 @@ def test_an_evaluation_past_max_evaluation_ms_is_denied_naming_the_limit(
 
 
 @requirement("evaluation-time-bounded")
-def test_small_inputs_stay_on_the_request_thread_and_the_watchdog_fires_past_the_abort_bound(
+def test_every_evaluation_runs_on_an_engine_thread_and_a_stuck_one_is_denied_then_aborted(
         ) -> None:
     """The watchdog's remedy (exit) is replaced here; tests/test_faults.py shows the real one."""
-    limits = LimitsConfig(max_evaluation_ms=50, evaluation_abort_ms=100,
-                          evaluation_thread_min_bytes=10**6)
+    limits = LimitsConfig(max_evaluation_ms=50, evaluation_abort_ms=100)
     fired = threading.Event()
     messages: list[str] = []
-    guard = EvaluationGuard(limits, threads=1,
+    guard = EvaluationGuard(limits, engine_threads=1,
                             abort=lambda message: (messages.append(message), fired.set()))
     guard.start()
     try:
-        caller = threading.get_ident()
-        ran_on: list[int] = []
+        ran_on: list[str] = []
 
         def stuck() -> str:
-            ran_on.append(threading.get_ident())
+            ran_on.append(threading.current_thread().name)
             fired.wait(10)  # an engine call that does not return until the watchdog fires
             return "finished"
 
-        assert guard.run(stuck, size=10) == "finished"
+        assert guard.run(lambda: "quick") == "quick"
+        with pytest.raises(EvaluationTimeout) as info:
+            guard.run(stuck)  # however small its input
+        assert str(info.value) == "evaluation exceeded limits.max_evaluation_ms (50 ms)"
+        assert fired.wait(10)
     finally:
         guard.stop()
-    assert ran_on == [caller] and guard.timeouts == 0
+    assert len(ran_on) == 1 and ran_on[0].startswith("engine") and guard.timeouts == 1
     assert len(messages) == 1 and "past limits.evaluation_abort_ms (100)" in messages[0]
 
 
@@ -179,8 +180,7 @@ def test_message_size_and_tool_count_limits(slow: tuple[Service, Recorder], keys
 @requirement("engine-threads")
 @pytest.mark.parametrize("slots", [1, 2])
 def test_engine_threads_bound_the_evaluations_running_at_once(slots: int) -> None:
-    guard = EvaluationGuard(LimitsConfig(evaluation_thread_min_bytes=10**6), threads=4,
-                            engine_threads=slots, abort=lambda message: None)
+    guard = EvaluationGuard(LimitsConfig(), engine_threads=slots, abort=lambda message: None)
     running, most = [0], [0]
     lock = threading.Lock()
 
@@ -193,18 +193,18 @@ def test_engine_threads_bound_the_evaluations_running_at_once(slots: int) -> Non
             running[0] -= 1
 
     with futures.ThreadPoolExecutor(6) as pool:
-        list(pool.map(lambda _: guard.run(evaluation, size=10), range(12)))
+        list(pool.map(lambda _: guard.run(evaluation), range(12)))
     assert most[0] == slots
 
 
 @requirement("engine-threads")
 @pytest.mark.parametrize("slow", [{"server": {"engine_threads": 1},
-                                   "limits": {"default_deadline_ms": 500}}], indirect=True)
+                                   "limits": {"default_deadline_ms": 500,
+                                              "max_evaluation_ms": 5000}}], indirect=True)
 def test_a_call_waiting_for_an_evaluation_slot_past_its_deadline_is_not_decided(
         slow: tuple[Service, Recorder], keys: Keys) -> None:
     svc, recorder = slow
-    guard = EvaluationGuard(svc.config.limits, threads=4,
-                            engine_threads=engine_threads(svc.config, workers=1))
+    guard = EvaluationGuard(svc.config.limits, engine_threads=engine_threads(svc.config, 1))
     guard.start()
     try:
         with futures.ThreadPoolExecutor(1) as pool:

@@ -96,8 +96,7 @@ class App:
         # gateway protocols (ext_authz, ExtMcp, AuthZEN): after the native server and the bundle
         self.components.extend(adapter_components(self))
         # the evaluation-time bound: first to start, last to stop
-        self.guard = EvaluationGuard(config.limits, config.server.max_workers,
-                                     engine_threads(config, workers))
+        self.guard = EvaluationGuard(config.limits, engine_threads(config, workers))
         self.components.insert(0, self.guard)
 
     def _observability(self) -> None:

@@ -195,12 +195,10 @@ class LimitsConfig:
     max_batch: int = 128
     max_tools: int = 2000
     max_approval_tokens: int = 8
-    #: Evaluation time (evalguard.py, docs/limits.md). Inputs of at least
-    #: ``evaluation_thread_min_bytes`` are evaluated on a guard thread and denied (policy_error)
-    #: past ``max_evaluation_ms``; any evaluation still running after ``evaluation_abort_ms``
-    #: ends the worker process (the supervisor starts a fresh one).
+    #: Evaluation time (evalguard.py, docs/limits.md). A request is denied (policy_error) when
+    #: its evaluation runs past ``max_evaluation_ms``; any evaluation still running after
+    #: ``evaluation_abort_ms`` ends the worker process (the supervisor starts a fresh one).
     max_evaluation_ms: int = 1000
-    evaluation_thread_min_bytes: int = 8192
     evaluation_abort_ms: int = 10000
     #: The deadline of a gRPC call that carries none; an expired call gets DEADLINE_EXCEEDED.
     default_deadline_ms: int = 10000
@@ -448,6 +446,15 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
                 node[keys[-1]] = yaml.safe_load(value) if value else ""
 
 
+#: Options that existed once, with what replaced them (named at start instead of a bare
+#: "unknown option").
+REMOVED = {
+    "limits.evaluation_thread_min_bytes": "removed: every evaluation now runs on the engine "
+                                          "threads (server.engine_threads) and is bounded by "
+                                          "limits.max_evaluation_ms; delete this line",
+}
+
+
 def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
     """Build dataclass ``cls`` from ``raw``, appending problems named by YAML path."""
     if not isinstance(raw, dict):
@@ -457,7 +464,8 @@ def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in names:
-            problems.append(f"{_join(where, str(key))}: unknown option")
+            path = _join(where, str(key))
+            problems.append(f"{path}: {REMOVED.get(path, 'unknown option')}")
     values = {}
     for name in names:
         if name in raw:

@@ -94,8 +94,7 @@ class CompiledPolicy:
         omitted)."""
         entrypoint = entrypoint or self.entrypoint
         try:  # bounded in time by the process's evaluation guard (evalguard.py)
-            ok, text = evalguard.run(_query, self._bundle, entrypoint, input_json,
-                                     size=len(input_json))
+            ok, text = evalguard.run(_query, self._bundle, entrypoint, input_json)
         except (EvaluationTimeout, DeadlineExceeded):  # each names the bound it hit
             raise
         except Exception as exc:  # regopy raises RegoError, ValueError, UnicodeError...

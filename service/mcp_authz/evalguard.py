@@ -1,28 +1,26 @@
-"""A bound on evaluation time, which regopy does not have: a guard thread and a watchdog.
+"""Evaluations run on the process's engine threads, bounded in time: regopy has no timeout.
 
-A regopy evaluation is one C++ call that cannot be interrupted. Two measures bound it
-(docs/limits.md; measured with scripts/bench_eval_guard.py on 2 cores):
+A regopy evaluation is one C++ call that cannot be interrupted. The guard (docs/limits.md):
 
-- inputs of at least ``limits.evaluation_thread_min_bytes`` (large inputs are what makes an
-  evaluation slow: regopy parses an input at ~17 us per JSON value, superlinearly in the size of
-  one container, 10,000 values take 0.6-0.9 s) are evaluated on a guard thread, and the request
-  waits at most ``limits.max_evaluation_ms`` (or what is left of its deadline). Past that it is
-  denied with ``policy_error`` naming the limit and the evaluation is abandoned to finish on its
-  own. Handing an evaluation to another thread costs 40-100 us of CPU, as much as a small
-  evaluation itself, so small inputs are evaluated on the request's own thread;
-- every evaluation, on either thread, is registered with a watchdog (a dict write). One still
-  running after ``limits.evaluation_abort_ms`` means a stuck engine: the watchdog logs it and
-  ends the process with ``EXIT_EVALUATION_STUCK``. Calls in flight on it fail with UNAVAILABLE
-  at the caller (never an allow) and the worker supervisor starts a fresh worker.
-
-It also bounds how many evaluations run at once (``server.engine_threads``, workers.py). regopy
-releases the GIL while it evaluates, so without a bound one process runs an evaluation on every
-request thread, and a worker per core oversubscribes the machine: threads queue for the cores
-and the GIL and every call costs more CPU. A call waits for a slot within its deadline; the
-watchdog counts from when the evaluation starts, not from when it began waiting.
+- runs every evaluation on one of ``server.engine_threads`` dedicated threads (workers.py picks
+  the count: the cores divided among the workers). regopy releases the GIL while it evaluates,
+  so request threads evaluating themselves oversubscribe the cores, and each evaluation starts
+  on a thread that has just woken up: measured under load, the same evaluation cost 25-35 %
+  more CPU that way, and one worker decided 216-249 calls/s where its engine thread, kept busy
+  back to back, decides 347-426 (make bench; scripts/bench_eval_guard.py). The hand-off is a
+  queue and a future, about 25 us of wall time;
+- lets a call wait for an engine thread only within its deadline: past it the caller gets
+  DEADLINE_EXCEEDED naming ``server.engine_threads``, and the queued evaluation is cancelled;
+- once an evaluation has started, waits at most ``limits.max_evaluation_ms`` (or what is left of
+  the deadline): past that the request is denied with ``policy_error`` naming the limit and the
+  evaluation is abandoned to finish on its own;
+- registers every evaluation with a watchdog (a dict write). One still running after
+  ``limits.evaluation_abort_ms`` means a stuck engine: the watchdog logs it and ends the
+  process with ``EXIT_EVALUATION_STUCK``. Calls in flight on it fail with UNAVAILABLE at the
+  caller (never an allow) and the worker supervisor starts a fresh worker.
 
 The guard is process-wide (``install``), like the watchdog's remedy. The engine calls ``run``
-for every query; with no guard installed that is a direct call.
+for every query; with no guard installed (tools, tests) that is a direct call.
 """
 
 from __future__ import annotations
@@ -89,41 +87,40 @@ def exit_worker(message: str) -> None:
 
 
 class EvaluationGuard:
-    """Bounds every evaluation of this process; a lifecycle component (the watchdog thread)."""
+    """Runs and bounds every evaluation of this process; a lifecycle component (the engine
+    threads and the watchdog thread)."""
 
-    def __init__(self, limits: LimitsConfig, threads: int, engine_threads: int | None = None,
+    def __init__(self, limits: LimitsConfig, engine_threads: int,
                  abort: Callable[[str], None] = exit_worker,
                  clock: Callable[[], float] = time.monotonic):
         self._max_seconds = limits.max_evaluation_ms / 1000
         self._max_ms = limits.max_evaluation_ms
         self._abort_ms = limits.evaluation_abort_ms
-        self._thread_min_bytes = limits.evaluation_thread_min_bytes
         self._abort = abort
         self._clock = clock
-        self._slots = None if engine_threads is None else threading.BoundedSemaphore(engine_threads)
-        self._pool = futures.ThreadPoolExecutor(max_workers=threads,
-                                                thread_name_prefix="evaluate")
+        self._pool = futures.ThreadPoolExecutor(max_workers=engine_threads,
+                                                thread_name_prefix="engine")
         self._running: dict[int, float] = {}
         self._ids = itertools.count()
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self.timeouts = 0
 
-    def run(self, query: Callable[..., T], *args: Any, size: int) -> T:
-        """``query(*args)``, bounded; ``size`` is the input's length, which picks the thread."""
-        if size < self._thread_min_bytes:
-            value, cpu = self._watched(query, args)
-            _charge(cpu)
-            return value
-        bound = self._max_seconds
+    def run(self, query: Callable[..., T], *args: Any) -> T:
+        """``query(*args)`` on an engine thread, bounded; its CPU is charged to this thread."""
+        started = threading.Event()
+        future = self._pool.submit(self._watched, started, query, args)
         deadline = getattr(_call, "deadline", None)
+        wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not started.wait(wait) and future.cancel():
+            raise DeadlineExceeded(f"{_call.source} passed while waiting for an evaluation "
+                                   "slot (server.engine_threads)")
+        bound = self._max_seconds
         if deadline is not None:
             bound = max(min(bound, deadline - time.monotonic()), 0.0)
-        future = self._pool.submit(self._watched, query, args)
         try:
             value, cpu = future.result(bound)
         except futures.TimeoutError:
-            future.cancel()
             self.timeouts += 1
             limit = ("limits.max_evaluation_ms" if bound >= self._max_seconds
                      else "the call's deadline")
@@ -131,20 +128,17 @@ class EvaluationGuard:
         _charge(cpu)
         return value
 
-    def _watched(self, query: Callable[..., T], args: tuple[Any, ...]) -> tuple[T, float]:
-        """``query(*args)`` in an evaluation slot, watched; with the CPU time it took."""
-        slots = self._slots
-        if slots is not None:
-            _acquire(slots)
+    def _watched(self, started: threading.Event, query: Callable[..., T],
+                 args: tuple[Any, ...]) -> tuple[T, float]:
+        """``query(*args)``, watched; with the CPU time it took on this thread."""
         key = next(self._ids)
         self._running[key] = self._clock()
-        started = time.thread_time()
+        started.set()
+        cpu = time.thread_time()
         try:
-            return query(*args), time.thread_time() - started
+            return query(*args), time.thread_time() - cpu
         finally:
             del self._running[key]
-            if slots is not None:
-                slots.release()
 
     def longest_ms(self) -> float:
         """How long the oldest evaluation still running has run, in ms (0 when none is)."""
@@ -180,8 +174,8 @@ class EvaluationGuard:
 def engine_cpu_taken() -> float:
     """CPU seconds evaluations spent for this thread's calls since the last take (then 0).
 
-    Counted on the thread that evaluated, the guard thread included, so the metric says what
-    the engine itself costs next to the service's CPU as a whole."""
+    Counted on the engine thread that evaluated, so the metric says what the engine itself
+    costs next to the service's CPU as a whole."""
     spent = getattr(_call, "engine_cpu", 0.0)
     _call.engine_cpu = 0.0
     return spent
@@ -189,16 +183,6 @@ def engine_cpu_taken() -> float:
 
 def _charge(seconds: float) -> None:
     _call.engine_cpu = getattr(_call, "engine_cpu", 0.0) + seconds
-
-
-def _acquire(slots: threading.BoundedSemaphore) -> None:
-    """An evaluation slot, waiting no longer than this thread's call deadline."""
-    deadline = getattr(_call, "deadline", None)
-    if deadline is None:
-        slots.acquire()
-    elif not slots.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-        raise DeadlineExceeded(f"{_call.source} passed while waiting for an evaluation slot "
-                               "(server.engine_threads)")
 
 
 _installed: EvaluationGuard | None = None
@@ -210,11 +194,11 @@ def install(guard: EvaluationGuard | None) -> None:
     _installed = guard
 
 
-def run(query: Callable[..., T], *args: Any, size: int) -> T:
+def run(query: Callable[..., T], *args: Any) -> T:
     """The engine's entry: ``query(*args)`` through the installed guard, if any."""
     guard = _installed
     if guard is not None:
-        return guard.run(query, *args, size=size)
+        return guard.run(query, *args)
     started = time.thread_time()
     try:
         return query(*args)
