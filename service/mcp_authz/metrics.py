@@ -77,6 +77,7 @@ class Metrics:
         self._multiprocess = multiprocess
         self._revision_shown = ""
         self._last_success = 0.0
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._per_tenant = config.per_tenant_labels
         self._per_tool = config.per_tool_labels
         limit = config.max_label_values
@@ -154,20 +155,31 @@ class Metrics:
             labels.append(self._tenant(request.tenant))
         if self._per_tool:
             labels.append(self._tool(request.tool_name or NONE))
-        self.decisions.labels(*labels).inc()
-        self.decision_seconds.labels(method).observe(record.total_seconds)
+        self._child(self.decisions, *labels).inc()
+        self._child(self.decision_seconds, method).observe(record.total_seconds)
         if record.input is None:
             if record.subject is None:  # identity refused the bearer token
                 self.token_failures.labels("bearer", reason).inc()
             return
-        self.engine_seconds.labels(method).observe(record.engine_seconds)
+        self._child(self.engine_seconds, method).observe(record.engine_seconds)
         if record.engine_cpu_seconds:
             self.engine_cpu.inc(record.engine_cpu_seconds)
         if record.cache:
-            self.cache_lookups.labels(record.cache).inc()
+            self._child(self.cache_lookups, record.cache).inc()
         for error in record.input.get("approval_errors") or ():
             code = error.get("code", "") if isinstance(error, dict) else ""
             self.token_failures.labels("approval", self._reason(code or OTHER)).inc()
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: prometheus-client validates and locks on every
+        ``labels`` call, and these run on every decision. Label values are bounded
+        (``max_label_values``), so is this dict; a race only asks prometheus twice for the same
+        child."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     # PolicyStore listener
     def policy_changed(self, status: PolicyStatus, activated: bool) -> None:
