@@ -1,7 +1,8 @@
 """``make bench``'s full report: issue 9's ratios, side by side in one run, with raw numbers.
 
 - glue (<= 1.1): server CPU per unary Decide, one worker / (CPU per call of a no-op unary
-  handler server + the in-process engine's CPU per decision); same request, same h2load load;
+  handler server + the in-process engine's CPU per decision, measured in turns with the
+  servers); same request, same h2load load;
 - batch (<= 1.25): server CPU per decision inside DecideBatch(32) / engine CPU per decision;
 - opa (>= 1.0): engine path (encode + evaluate) / OPA's Go engine (eval_document), same bundle
   and input documents, throughput on one thread; beside it, a thread per core for each (regopy
@@ -14,16 +15,18 @@
 - cache (>= 10): repeated identical decisions with the cache on / engine throughput.
 
 Server runs use the service's own command (``mcp-authz serve``) with the decision log off
-(its cost is measured apart: the ``decision log`` row and logbench), metrics on. The service
-variants all run at once and are measured in turns, three rounds, each keeping its median. The
-engine's input is alternated between two documents so that no loop measures a skipped input
-parse.
+(its cost is measured apart: the ``decision log`` row and logbench), metrics on. The no-op
+servers and the service variants all run at once and are measured in turns with the in-process
+engine, three rounds, keeping each number's median: the numbers a ratio divides come from the
+same minutes. The engine's input is alternated between two documents so that no loop measures
+a skipped input parse.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import os
 import statistics
@@ -209,11 +212,6 @@ def servers(b: Bench, seconds: float) -> dict[str, Any]:
     quiet = {"MCP_AUTHZ__DECISION_LOG__ENABLED": "false", "MCP_AUTHZ__POLICY__WATCH": "false",
              "MCP_AUTHZ__SERVER__ENGINE_THREADS": "1"}
     load = {**LOAD, "seconds": seconds}
-    for name, aio in (("noop_threads", False), ("noop_aio", True)):
-        port = bench_load.free_port()
-        command = [sys.executable, "-m", "mcp_authz.bench_noop", "--port", str(port)]
-        with bench_load.serve(command + ["--aio"] * aio, port) as served:
-            results[name] = served.measure(bench_load.DECIDE, decide, **load)
     variants = (("decide_1_worker", 1, quiet),
                 ("decide_1_worker_all_cores", 1,
                  {**quiet, "MCP_AUTHZ__SERVER__ENGINE_THREADS": "0"}),
@@ -221,6 +219,11 @@ def servers(b: Bench, seconds: float) -> dict[str, Any]:
                  {**quiet, "MCP_AUTHZ__DECISION_LOG__ENABLED": "true"}),
                 ("decide_2_workers", 2, quiet))
     with contextlib.ExitStack() as stack:
+        noop = {}
+        for name, aio in (("noop_threads", False), ("noop_aio", True)):
+            port = bench_load.free_port()
+            command = [sys.executable, "-m", "mcp_authz.bench_noop", "--port", str(port)]
+            noop[name] = stack.enter_context(bench_load.serve(command + ["--aio"] * aio, port))
         served = {}
         for name, workers, env in variants:
             port, ops = bench_load.free_port(), bench_load.free_port()
@@ -228,18 +231,26 @@ def servers(b: Bench, seconds: float) -> dict[str, Any]:
             env = {**env, "MCP_AUTHZ__METRICS__LISTEN": f"127.0.0.1:{ops}"}
             served[name] = (stack.enter_context(bench_load.serve(command, port, env, workers)),
                             ops)
-        # the variants take turns, ROUNDS times, and each keeps its median round: a noisy
-        # neighbour then slows every variant a little instead of one of them a lot
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in served}
-        for _ in range(ROUNDS):
-            for name, (server, ops) in served.items():
-                rounds[name].append(_measure_decide(server, ops, decide, load))
-        for name, runs in rounds.items():
-            results[name] = sorted(runs, key=lambda r: r["per_s"])[len(runs) // 2]
         lone = served["decide_1_worker_all_cores"][0]  # a batch is one thread's work
-        results["decide_batch_32"] = lone.measure(bench_load.DECIDE_BATCH, batch,
-                                                  per_message=BATCH, clients=2, streams=2,
-                                                  seconds=seconds)
+        turns: dict[str, Callable[[], dict[str, Any]]] = {
+            # the ratios' denominators, measured between the servers' runs, not minutes before
+            "engine_in_process": lambda: timed_loop(b.alternate(b.policy.evaluate, b.inputs),
+                                                    seconds / 2),
+            **{name: functools.partial(server.measure, bench_load.DECIDE, decide, **load)
+               for name, server in noop.items()},
+            **{name: functools.partial(_measure_decide, server, ops, decide, load)
+               for name, (server, ops) in served.items()},
+            "decide_batch_32": functools.partial(lone.measure, bench_load.DECIDE_BATCH, batch,
+                                                 per_message=BATCH, clients=2, streams=2,
+                                                 seconds=seconds),
+        }
+        # everything takes turns, ROUNDS times, and keeps the median of each number: a noisy
+        # neighbour then slows every measurement a little instead of one of them a lot
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in turns}
+        for _ in range(ROUNDS):
+            for name, measure in turns.items():
+                rounds[name].append(measure())
+        results.update({name: _medians(runs) for name, runs in rounds.items()})
         group = served["decide_2_workers"][0]
         results["open_loop"] = _open_loop(group, decide, results["decide_2_workers"]["per_s"],
                                           seconds)
@@ -247,6 +258,13 @@ def servers(b: Bench, seconds: float) -> dict[str, Any]:
                                          for pid in group.pids()[1:]]
         results["rss_mib_supervisor"] = round(bench_load.rss_mib(group.process.pid), 1)
     return results
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each number's median over the rounds (other fields from the first round)."""
+    return {key: statistics.median(r[key] for r in runs)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+            for key, value in runs[0].items()}
 
 
 def _measure_decide(served: bench_load.Served, ops: int, frame: Path,
@@ -270,7 +288,7 @@ def _open_loop(served: bench_load.Served, frame: Path, maximum: float,
 def ratios(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each of issue 9's ratios with the raw numbers it is made of."""
     inp, srv = results["in_process"], results["servers"]
-    engine_cpu = inp["engine"]["cpu_us_per_op"]
+    engine_cpu = srv["engine_in_process"]["cpu_us_per_op"]  # measured between the server runs
     noop_cpu = srv["noop_threads"]["server_cpu_us_per_op"]
     decide_cpu = srv["decide_1_worker"]["server_cpu_us_per_op"]
     out = {
