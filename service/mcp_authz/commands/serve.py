@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     app.start()
     if board is None:
         host = (args.listen or config.server.listen).rpartition(":")[0]
-        log.info("mcp-authz listening on %s:%d (policy revision %r, %d engine threads)", host,
-                 app.grpc.port, app.store.status().active_revision, engine_threads(config, 1))
+        log.info("mcp-authz listening on %s:%d (policy revision %r, %s)", host, app.grpc.port,
+                 app.store.status().active_revision, _engine_threads_text(config, 1))
         if config.development is not None:
             print(first_decision_hint(args, app.grpc.port), file=sys.stderr, flush=True)
     stopping = threading.Event()
@@ -94,11 +94,16 @@ def supervise(args: argparse.Namespace, config: Config, count: int) -> int:
                             args.listen or config.server.listen)
 
     def listening(host: str, port: int) -> None:
-        log.info("mcp-authz listening on %s:%d (%d worker processes, %d engine threads each)",
-                 host, port, count, engine_threads(config, count))
+        log.info("mcp-authz listening on %s:%d (%d worker processes, %s each)", host, port,
+                 count, _engine_threads_text(config, count))
         if config.development is not None:
             print(first_decision_hint(args, port), file=sys.stderr, flush=True)
 
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
     return supervisor.run(listening)
+
+
+def _engine_threads_text(config: Config, workers: int) -> str:
+    count = engine_threads(config, workers)
+    return f"{count} engine thread{'' if count == 1 else 's'}"
