@@ -26,11 +26,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from mcp_authz import engine
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2 as pb
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
 from mcp_authz.app import App
 from mcp_authz.audit import DecisionLog, RotatingFileSink, StreamSink
+from mcp_authz.bundles import load_bundle
 from mcp_authz.config import DecisionLogConfig, MetricsConfig, load_config
+from mcp_authz.engine import compile_bundle
 from mcp_authz.evaluation import OfflineDecider
 from mcp_authz.metrics import Metrics
 from mcp_authz.model import DecisionRequest
@@ -439,3 +442,31 @@ def _ports(stderr: str) -> tuple[int, int] | None:
     if grpc_match and http_match:
         return int(grpc_match.group(1)), int(http_match.group(1))
     return None
+
+
+@pytest.mark.requirement("decision-log-fields")
+def test_the_log_mask_is_evaluated_in_the_decisions_engine_task(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the decision log on, a decision and its log_mask are one engine task (one input
+    parse); the mask is used once, only for the same policy and input text."""
+    policy = compile_bundle(load_bundle(BUNDLE).for_serving())
+    tasks: list[list[str]] = []
+    real = engine._queries
+    monkeypatch.setattr(engine, "_queries",
+                        lambda bundle, entrypoints, text: tasks.append(list(entrypoints))
+                        or real(bundle, entrypoints, text))
+    text = json.dumps({"tenant": "acme", "subject": {"tenant": "acme"},
+                       "lookup": {"tool": {"scopes": []}}})
+    other = json.dumps({"tenant": "acme", "subject": {"tenant": "evil"}})
+    mask = {"mask": ["subject.claims"], "drop": ["context.internal"]}
+    engine.prefetch_log_masks(True)
+    try:
+        assert policy.evaluate(text).allow
+        assert policy.evaluate_log_mask(text) == mask  # from the decision's task
+        assert policy.evaluate_log_mask(text) == mask  # used once: evaluated again
+        assert policy.evaluate(text).allow
+        assert policy.evaluate_log_mask(other) == mask  # another input: its own query
+    finally:
+        engine.prefetch_log_masks(False)
+    decision, log_mask = "mcp/authz/decision", "mcp/authz/log_mask"
+    assert tasks == [[decision, log_mask], [log_mask], [decision, log_mask], [log_mask]]

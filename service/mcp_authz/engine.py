@@ -91,14 +91,30 @@ class CompiledPolicy:
         """The entry point's value, or PolicyError when undefined or on any engine error.
 
         ``entrypoint`` must be one this policy was built with (the decision entry point when
-        omitted)."""
+        omitted). With log masks prefetched (``prefetch_log_masks``), a decision also evaluates
+        ``log_mask`` in the same engine task, and the ``log_mask`` asked for next on this
+        thread, for this policy and input text, is that answer."""
         entrypoint = entrypoint or self.entrypoint
+        if entrypoint == self.log_mask_entrypoint:
+            prefetched = _take_prefetched(self, input_json)
+            if prefetched is not None:
+                return self._value(prefetched, entrypoint)
+        entrypoints = [entrypoint]
+        if _prefetch["enabled"] and entrypoint == self.entrypoint and self.log_mask_entrypoint:
+            entrypoints.append(self.log_mask_entrypoint)
         try:  # bounded in time by the process's evaluation guard (evalguard.py)
-            ok, text = evalguard.run(_query, self._bundle, entrypoint, input_json)
+            outputs = evalguard.run(_queries, self._bundle, entrypoints, input_json)
         except (EvaluationTimeout, DeadlineExceeded):  # each names the bound it hit
             raise
         except Exception as exc:  # regopy raises RegoError, ValueError, UnicodeError...
             raise PolicyError(f"evaluation failed: {_one_line(str(exc))}") from exc
+        if len(outputs) > 1:
+            _requests.prefetched = (self, input_json, outputs[1])
+        return self._value(outputs[0], entrypoint)
+
+    def _value(self, output: tuple[bool, str], entrypoint: str) -> Any:
+        """An engine output (ok, text) read as the entry point's value; PolicyError otherwise."""
+        ok, text = output
         if not ok or text.startswith("(error"):  # an error term can come with ok() true
             raise PolicyError(f"evaluation failed: {translate_errors(text, self.contents.modules)}")
         if text == "undefined":
@@ -117,7 +133,37 @@ class CompiledPolicy:
         return expressions[0]
 
 
-_local = threading.local()
+_local = threading.local()  # the engine thread's interpreter and the input it holds
+_requests = threading.local()  # the requesting thread's prefetched log_mask
+_prefetch = {"enabled": False}
+
+
+def prefetch_log_masks(enabled: bool) -> None:
+    """Evaluate ``log_mask`` with every decision, in the same engine task (the decision log
+    turns this on when it reads the policy's masks). Asked for separately, the mask query
+    would queue behind other requests' decisions and parse its input a second time."""
+    _prefetch["enabled"] = enabled
+
+
+def _take_prefetched(policy: CompiledPolicy, input_json: str) -> tuple[bool, str] | None:
+    found = getattr(_requests, "prefetched", None)
+    _requests.prefetched = None
+    if found is None or found[0] is not policy or found[1] != input_json:
+        return None
+    return found[2]  # type: ignore[no-any-return]
+
+
+def _queries(bundle: regopy.Bundle, entrypoints: Sequence[str],
+             input_json: str) -> list[tuple[bool, str]]:
+    """The first entry point's output, then the others' (an error in one of those is its
+    output, not the decision's)."""
+    outputs = [_query(bundle, entrypoints[0], input_json)]
+    for entrypoint in entrypoints[1:]:
+        try:
+            outputs.append(_query(bundle, entrypoint, input_json))
+        except Exception as exc:  # regopy raises RegoError, ValueError, UnicodeError...
+            outputs.append((False, _one_line(str(exc))))
+    return outputs
 
 
 def _query(bundle: regopy.Bundle, entrypoint: str, input_json: str) -> tuple[bool, str]:
