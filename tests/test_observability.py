@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from mcp_authz import engine
+from mcp_authz import engine, evalguard
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2 as pb
 from mcp_authz._pb.mcp.authz.v1 import authz_pb2_grpc as pb_grpc
 from mcp_authz.app import App
@@ -34,6 +35,7 @@ from mcp_authz.audit import DecisionLog, RotatingFileSink, StreamSink
 from mcp_authz.bundles import load_bundle
 from mcp_authz.config import DecisionLogConfig, MetricsConfig, load_config
 from mcp_authz.engine import compile_bundle
+from mcp_authz.errors import MCPAuthzError
 from mcp_authz.evaluation import OfflineDecider
 from mcp_authz.metrics import Metrics
 from mcp_authz.model import DecisionRequest
@@ -470,3 +472,24 @@ def test_the_log_mask_is_evaluated_in_the_decisions_engine_task(
         engine.prefetch_log_masks(False)
     decision, log_mask = "mcp/authz/decision", "mcp/authz/log_mask"
     assert tasks == [[decision, log_mask], [log_mask], [decision, log_mask], [log_mask]]
+
+
+def test_a_failed_start_stops_what_it_had_started(tmp_path: Path, jwks_server: JsonServer
+                                                  ) -> None:
+    """The gRPC port is taken: the ops port and the evaluation guard (process-wide) that were
+    already started are stopped again, so nothing of the failed App keeps running."""
+    config = write_config(tmp_path, jwks_server.url("/jwks.json"),
+                          jwks_server.url("/approval-jwks.json"), bundle=BUNDLE,
+                          metrics={"listen": "127.0.0.1:0"}, decision_log={"enabled": False})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app = App(load_config(str(config)), listen=f"127.0.0.1:{port}")
+        with pytest.raises(MCPAuthzError, match=f"cannot bind 127.0.0.1:{port}"):
+            app.start()
+    assert app.monitoring is not None
+    with pytest.raises(OSError):  # the ops port was closed again
+        urllib.request.urlopen(f"http://127.0.0.1:{app.monitoring.port}/healthz", timeout=5)
+    caller = threading.current_thread().name  # no guard left installed: evaluated right here
+    assert evalguard.run(lambda: threading.current_thread().name) == caller

@@ -137,8 +137,21 @@ class App:
             self.worker.publish(status, health.serving())
 
     def start(self) -> None:
-        for component in self.components:
-            component.start()
+        """Start every component in order. If one fails, the ones already started are stopped
+        (the evaluation guard too: it is installed for the whole process) and the error is
+        raised."""
+        started: list[Component] = []
+        try:
+            for component in self.components:
+                component.start()
+                started.append(component)
+        except BaseException:
+            for component in reversed(started):
+                try:
+                    component.stop(0)
+                except Exception:
+                    log.exception("stopping %s after a failed start", type(component).__name__)
+            raise
         self._publish(self.store.status())
 
     def stop(self, grace: float | None = None) -> None:

@@ -135,13 +135,17 @@ def grpc_interceptors(tls: TlsConfig | None, where: str) -> list[grpc.ServerInte
 def bind_grpc(server: grpc.Server, address: str, config: Config, where: str) -> int:
     """Bind ``address``, with TLS when ``server.tls`` is set; the bound port. MCPAuthzError
     (``where``: cannot bind) when binding fails."""
-    if config.server.tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        files = CertificateFiles(config.server.tls, "server.tls", config.path)
-        port = server.add_secure_port(address, grpc_credentials(files))
+    try:  # grpcio raises RuntimeError where older releases returned 0
+        if config.server.tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            files = CertificateFiles(config.server.tls, "server.tls", config.path)
+            port = server.add_secure_port(address, grpc_credentials(files))
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise MCPAuthzError(f"{where}: cannot bind {address}")
+        raise MCPAuthzError(f"{where}: cannot bind {address} (in use, or not an address of "
+                            "this host)")
     return port
 
 
