@@ -5,10 +5,10 @@ A regopy evaluation is one C++ call that cannot be interrupted. The guard (docs/
 - runs every evaluation on one of ``server.engine_threads`` dedicated threads (workers.py picks
   the count: the cores divided among the workers). regopy releases the GIL while it evaluates,
   so request threads evaluating themselves oversubscribe the cores, and each evaluation starts
-  on a thread that has just woken up: measured under load, the same evaluation cost 25-35 %
-  more CPU that way, and one worker decided 216-249 calls/s where its engine thread, kept busy
-  back to back, decides 347-426 (make bench; scripts/bench_eval_guard.py). The hand-off is a
-  queue and a future, about 25 us of wall time;
+  on a thread that has just woken up, which costs 15-55 % more CPU than back to back (make
+  bench's engine_paused row). Measured under load, one worker decided 216-249 calls/s that
+  way and 347-426 with its engine thread kept busy. The hand-off is a queue and a future;
+  when the service is idle it costs CPU instead (scripts/bench_eval_guard.py);
 - lets a call wait for an engine thread only within its deadline: past it the caller gets
   DEADLINE_EXCEEDED naming ``server.engine_threads``, and the queued evaluation is cancelled;
 - once an evaluation has started, waits at most ``limits.max_evaluation_ms`` (or what is left of
